@@ -1,0 +1,70 @@
+/**
+ * The durable storage a node runtime needs: the write-ahead log of entries
+ * and hard state, snapshots, and the node's identity. Two implementations:
+ * `FileStorage` (raft/file_storage.ts, the state directory) and
+ * `MemoryStorage` (raft/memory_storage.ts, the simulator and unit tests).
+ * One conformance suite (raft/storage_conformance.ts) runs against both.
+ *
+ * @module
+ */
+
+import type { Entry, HardState, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
+
+/** Who this node is; written once when the node first gets its id. */
+export interface Identity {
+  nodeId: NodeId;
+  /** The cluster's random id, checked in every peer handshake. */
+  clusterId: string;
+}
+
+/** All that storage holds, as loaded at start. */
+export interface LoadedState {
+  identity?: Identity;
+  hardState: HardState;
+  /** The newest valid snapshot, if any. */
+  snapshot?: Snapshot;
+  /** Entries after the snapshot's index (or from index 1), contiguous. */
+  entries: Entry[];
+}
+
+/** One durable write: applied in the order snapshot, entries, hard state. */
+export interface SaveRequest {
+  /** A snapshot received from the leader; entries at or below its index become obsolete. */
+  snapshot?: Snapshot;
+  /** Entries to append; they replace any stored entries from `entries[0].index` on (a conflicting suffix). */
+  entries: Entry[];
+  hardState?: HardState;
+}
+
+/**
+ * Durable log and snapshot storage. Every method that resolves has made its
+ * effect durable (fdatasync). Calls may overlap: `save` calls made while an
+ * fsync is in flight are grouped into the next one (group commit), and
+ * resolve in the order they were made. A failed write or fsync rejects and
+ * the storage refuses every later call (fail-stop): the caller must stop.
+ */
+export interface LogStorage extends AsyncDisposable {
+  /** Reads everything back. Called once, before any other method. Throws `StorageCorruptionError` on damage that is not a torn tail. */
+  load(): Promise<LoadedState>;
+  /** Records the node's identity durably. */
+  saveIdentity(identity: Identity): Promise<void>;
+  /** Persists entries, hard state and/or a received snapshot. */
+  save(request: SaveRequest): Promise<void>;
+  /**
+   * Stores a snapshot the local state machine took at `snapshot.meta.index`
+   * (already applied here), then drops log entries up to `compactIndex`
+   * (at most the snapshot's index; kept lower so slow followers can catch up
+   * without a snapshot).
+   */
+  saveSnapshot(snapshot: Snapshot, compactIndex: number): Promise<void>;
+  /** The newest snapshot (for sending to a follower), or undefined. */
+  latestSnapshot(): Promise<Snapshot | undefined>;
+  /** The newest snapshot's metadata without reading its data. */
+  latestSnapshotMeta(): SnapshotMeta | undefined;
+  close(): Promise<void>;
+}
+
+/** Storage found damaged in a way that may hide acknowledged data. The node must not start. */
+export class StorageCorruptionError extends Error {
+  override name = "StorageCorruptionError";
+}
