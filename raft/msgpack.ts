@@ -1,33 +1,23 @@
 /**
- * MessagePack encoding behind one small module, so that swapping the library
- * (`@msgpack/msgpack` today, `@std/msgpack` or `msgpackr` later) is a
- * one-file change.
+ * MessagePack, behind one small module so that swapping the library is a
+ * one-file change. Byte strings are `Uint8Array`; a decoded byte string may
+ * be a view into the input buffer.
  *
  * @module
  */
 
-import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "@msgpack/msgpack";
 
-/**
- * Encodes a value as MessagePack.
- *
- * @example
- * ```ts
- * const bytes = encode({ op: "put", key: "k", value: "v" });
- * ```
- */
+// Reused instances: the library's top-level functions build one per call.
+const encoder = new Encoder();
+const decoder = new Decoder();
+
+/** Encodes `value` as MessagePack into a fresh buffer. */
 export function encode(value: unknown): Uint8Array {
-  return msgpackEncode(value);
+  return encoder.encode(value);
 }
 
-/**
- * Decodes one MessagePack value. Throws on malformed input or trailing bytes.
- *
- * @example
- * ```ts
- * const value = decode(encode([1, 2])); // [1, 2]
- * ```
- */
+/** Decodes one MessagePack value; throws `RangeError` or `Error` on malformed input. */
 export function decode(bytes: Uint8Array): unknown {
-  return msgpackDecode(bytes);
+  return decoder.decode(bytes);
 }
