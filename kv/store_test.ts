@@ -1,0 +1,323 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { encode } from "../raft/msgpack.ts";
+import { decodeCommand, encodeCommand, type KvCommand } from "./command.ts";
+import { KvStore, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from "./store.ts";
+
+function put(key: string, value: string): Uint8Array {
+  return encodeCommand({ op: "put", key, value });
+}
+
+function del(key: string): Uint8Array {
+  return encodeCommand({ op: "delete", key });
+}
+
+/** Every key and value of a store, read through `get` for the given keys. */
+function contents(store: KvStore, keys: Iterable<string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of [...keys].sort()) {
+    const value = store.get(key);
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
+function fromMap(map: Map<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of [...map.keys()].sort()) out[key] = map.get(key)!;
+  return out;
+}
+
+/** A small seeded generator (mulberry32): tests are reproducible. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("encodeCommand() and decodeCommand() round-trip puts and deletes, with and without id", () => {
+  const commands: KvCommand[] = [
+    { op: "put", key: "k", value: "v" },
+    { op: "put", key: "a/b ü", value: "", id: 7 },
+    { op: "delete", key: "k" },
+    { op: "delete", key: "k", id: "node1-42" },
+  ];
+  for (const cmd of commands) assertEquals(decodeCommand(encodeCommand(cmd)), cmd);
+});
+
+Deno.test("decodeCommand() drops unknown fields and rejects bad commands", () => {
+  assertEquals(decodeCommand(encode({ op: "delete", key: "k", extra: 1 })), {
+    op: "delete",
+    key: "k",
+  });
+  assertThrows(() => decodeCommand(new Uint8Array([0xc1])), SyntaxError, "Cannot decode");
+  assertThrows(() => decodeCommand(encode({ op: "incr", key: "k" })), TypeError, "unknown op");
+  assertThrows(() => decodeCommand(encode({ op: "put", key: "k", value: 1 })), TypeError, "value");
+  assertThrows(() => decodeCommand(encode({ op: "put", key: "", value: "v" })), TypeError, "key");
+  assertThrows(() => decodeCommand(encode(["put", "k", "v"])), TypeError, "not a map");
+  assertThrows(() => decodeCommand(encode({ op: "delete", key: "k", id: [] })), TypeError, "id");
+});
+
+Deno.test("encodeCommand() rejects an ill-typed command", () => {
+  assertThrows(
+    () => encodeCommand({ op: "put", key: "k", value: 5 } as unknown as KvCommand),
+    TypeError,
+    "Cannot encode the command: value must be a string",
+  );
+});
+
+Deno.test("apply() puts, overwrites and deletes keys and keeps size", () => {
+  const store = new KvStore();
+  assertEquals(store.apply(put("a", "1")), { ok: true, op: "put" });
+  assertEquals(store.apply(put("b", "2")), { ok: true, op: "put" });
+  assertEquals(store.apply(put("a", "3")), { ok: true, op: "put" });
+  assertEquals(store.size, 2);
+  assertEquals(store.get("a"), "3");
+  assertEquals(store.apply(del("a")), { ok: true, op: "delete", existed: true });
+  assertEquals(store.apply(del("a")), { ok: true, op: "delete", existed: false });
+  assertEquals(store.get("a"), undefined);
+  assertEquals(store.size, 1);
+});
+
+Deno.test("apply() returns the command's id", () => {
+  const store = new KvStore();
+  assertEquals(store.apply(encodeCommand({ op: "put", key: "k", value: "v", id: 9 })), {
+    ok: true,
+    op: "put",
+    id: 9,
+  });
+  assertEquals(store.apply(encodeCommand({ op: "delete", key: "k", id: "x" })), {
+    ok: true,
+    op: "delete",
+    existed: true,
+    id: "x",
+  });
+});
+
+Deno.test("apply() turns undecodable commands and unknown ops into no-op errors, never throws", () => {
+  const store = new KvStore();
+  store.apply(put("k", "v"));
+  const before = store.snapshot();
+  const bad = [
+    new Uint8Array(),
+    new Uint8Array([0xc1]),
+    new Uint8Array([0x92, 0x01]), // truncated array
+    encode({ op: "put", key: "k", value: "v" }).subarray(0, 5),
+    encode({ op: "drop", key: "k" }),
+    encode({ op: "put", key: "k" }),
+    encode({ op: "put", key: 1, value: "v" }),
+    encode({ op: "delete" }),
+    encode("put k v"),
+    encode(null),
+    encode([1, 2, 3]),
+  ];
+  for (const bytes of bad) {
+    const result = store.apply(bytes);
+    assertEquals(result.ok, false);
+    assert(!result.ok && result.error.length > 0);
+  }
+  assertEquals(store.snapshot(), before);
+  assertEquals(store.get("k"), "v");
+});
+
+Deno.test("apply() is deterministic: the same commands give the same snapshot bytes", () => {
+  const random = rng(1);
+  const commands: Uint8Array[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const key = `k${Math.floor(random() * 300)}`;
+    commands.push(random() < 0.7 ? put(key, `v${i}`) : del(key));
+  }
+  const a = new KvStore();
+  const b = new KvStore();
+  for (const c of commands) a.apply(c);
+  for (const c of commands) b.apply(c);
+  assertEquals(a.snapshot(), b.snapshot());
+});
+
+Deno.test("restore() round-trips snapshot(), including empty stores and unusual keys", () => {
+  assertEquals(KvStore.restore(new KvStore().snapshot()).size, 0);
+  const store = new KvStore();
+  const keys = ["a/b", "__proto__", "constructor", "ü ✓ 🚀", " ", "x".repeat(5000)];
+  for (const [i, key] of keys.entries()) store.apply(put(key, `value ${i}`));
+  store.apply(put("empty", ""));
+  const copy = KvStore.restore(store.snapshot());
+  assertEquals(copy.size, store.size);
+  assertEquals(contents(copy, [...keys, "empty"]), contents(store, [...keys, "empty"]));
+  assertEquals(copy.get("empty"), "");
+});
+
+Deno.test("snapshot() writes the format name and version first", () => {
+  const store = new KvStore();
+  store.apply(put("k", "v"));
+  const bytes = store.snapshot({ chunkKeysMax: 1 });
+  // The header is readable by any MessagePack decoder.
+  const restored = KvStore.restore(bytes);
+  assertEquals(restored.get("k"), "v");
+  assertEquals(bytes[0], 0xdd);
+  assert(new TextDecoder().decode(bytes).includes(SNAPSHOT_FORMAT));
+});
+
+Deno.test("restore() rejects bytes that are not a valid snapshot", () => {
+  const chunk = (value: unknown) => encode(value);
+  const cases: [Uint8Array, string][] = [
+    [new Uint8Array([0xc1]), "not MessagePack"],
+    [encode({ v: 1 }), "not a raftkv.kv snapshot"],
+    [encode([SNAPSHOT_FORMAT, 99, 0]), "unsupported snapshot version 99"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, -1]), "bad key count"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, "chunk"]), "not a byte string"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, new Uint8Array([0xc1])]), "not MessagePack"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["k"])]), "not an array of key-value"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["k", 1])]), "not a string"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["", "v"])]), "not a string"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 2, chunk(["k", "v"])]), "header says 2"],
+    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 2, chunk(["k", "v", "k", "w"])]), "holds 1"],
+  ];
+  for (const [bytes, message] of cases) assertThrows(() => KvStore.restore(bytes), Error, message);
+});
+
+Deno.test("restoreAsync() rejects what restore() rejects and restores what it restores", async () => {
+  await assertRejects(() => KvStore.restoreAsync(new Uint8Array([1])), TypeError);
+  const store = new KvStore();
+  for (let i = 0; i < 100; i++) store.apply(put(`k${i}`, `v${i}`));
+  const copy = await KvStore.restoreAsync(store.snapshot({ chunkKeysMax: 7 }));
+  assertEquals(copy.snapshot(), store.snapshot());
+});
+
+Deno.test("snapshotChunks() concatenates to what snapshot() returned at the call", async () => {
+  const store = new KvStore();
+  for (let i = 0; i < 50; i++) store.apply(put(`k${i}`, `v${i}`));
+  const expected = store.snapshot({ chunkKeysMax: 4 });
+  const parts: Uint8Array[] = [];
+  for await (const chunk of store.snapshotChunks({ chunkKeysMax: 4 })) parts.push(chunk);
+  assertEquals(parts.length, 1 + Math.ceil(50 / 4));
+  assertEquals(new Uint8Array(parts.flatMap((p) => [...p])), expected);
+});
+
+Deno.test("snapshotAsync() is a consistent view while writes continue", async () => {
+  const store = new KvStore();
+  const keys: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    keys.push(`k${i}`);
+    store.apply(put(`k${i}`, `old${i}`));
+  }
+  const expected = contents(store, keys);
+  const pending = store.snapshotAsync({ chunkKeysMax: 3 });
+  // Overwrite, delete, delete-and-recreate, and add keys while the snapshot runs.
+  for (let i = 0; i < 100; i += 2) store.apply(put(`k${i}`, `new${i}`));
+  for (let i = 1; i < 100; i += 4) store.apply(del(`k${i}`));
+  store.apply(put("k1", "recreated"));
+  for (let i = 100; i < 120; i++) store.apply(put(`k${i}`, `added${i}`));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  store.apply(put("k3", "later"));
+  const snapshot = await pending;
+  const restored = KvStore.restore(snapshot);
+  assertEquals(restored.size, 100);
+  assertEquals(contents(restored, keys), expected);
+  // The live store kept every write, and still does after the layers folded.
+  assertEquals(store.get("k0"), "new0");
+  assertEquals(store.get("k1"), "recreated");
+  assertEquals(store.get("k3"), "later");
+  assertEquals(store.get("k5"), undefined);
+  assertEquals(store.get("k119"), "added119");
+  assertEquals(store.size, 100 - 25 + 1 + 20);
+  assertEquals(KvStore.restore(store.snapshot()).size, store.size);
+});
+
+Deno.test("snapshotChunks() streams that overlap each keep their own view", async () => {
+  const store = new KvStore();
+  store.apply(put("a", "1"));
+  const first = store.snapshotChunks({ chunkKeysMax: 1 });
+  store.apply(put("b", "2"));
+  store.apply(del("a"));
+  const second = store.snapshotChunks({ chunkKeysMax: 1 });
+  store.apply(put("a", "3"));
+  store.apply(put("c", "4"));
+  const collect = async (stream: AsyncIterable<Uint8Array>) => {
+    const parts: Uint8Array[] = [];
+    for await (const part of stream) parts.push(part);
+    return KvStore.restore(new Uint8Array(parts.flatMap((p) => [...p])));
+  };
+  const [one, two] = await Promise.all([collect(first), collect(second)]);
+  assertEquals(contents(one, ["a", "b", "c"]), { a: "1" });
+  assertEquals(contents(two, ["a", "b", "c"]), { b: "2" });
+  assertEquals(contents(store, ["a", "b", "c"]), { a: "3", b: "2", c: "4" });
+});
+
+Deno.test("snapshotChunks() released early (return, break, dispose) leaves the store correct", async () => {
+  const store = new KvStore();
+  for (let i = 0; i < 10; i++) store.apply(put(`k${i}`, "v"));
+  const unused = store.snapshotChunks();
+  store.apply(del("k0"));
+  await unused.return();
+  assertEquals(await unused.next(), { done: true, value: undefined });
+  for await (const _ of store.snapshotChunks({ chunkKeysMax: 2 })) break;
+  {
+    await using _stream = store.snapshotChunks();
+    store.apply(put("k1", "w"));
+  }
+  assertEquals(store.get("k0"), undefined);
+  assertEquals(store.get("k1"), "w");
+  assertEquals(store.size, 9);
+  // After every stream ended, a fresh one sees the latest state.
+  assertEquals(KvStore.restore(await store.snapshotAsync()).get("k1"), "w");
+});
+
+Deno.test("snapshotAsync() gives timers a turn between chunks", async () => {
+  const store = new KvStore();
+  for (let i = 0; i < 1000; i++) store.apply(put(`k${i}`, "v"));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  try {
+    await store.snapshotAsync({ chunkKeysMax: 10 });
+  } finally {
+    clearInterval(timer);
+  }
+  assert(ticks > 0, "no timer ran during the snapshot");
+});
+
+Deno.test("snapshot methods reject a chunk size that is not a positive integer", () => {
+  assertThrows(() => new KvStore().snapshot({ chunkKeysMax: 0 }), RangeError, "chunkKeysMax");
+  assertThrows(() => new KvStore().snapshotChunks({ chunkKeysMax: 1.5 }), RangeError);
+});
+
+Deno.test("random writes interleaved with snapshots match a plain Map (seeds 1-20)", async () => {
+  for (let seed = 1; seed <= 20; seed++) {
+    const random = rng(seed);
+    const store = new KvStore();
+    const model = new Map<string, string>();
+    const keys = new Set<string>();
+    const pending: Promise<void>[] = [];
+    for (let step = 0; step < 400; step++) {
+      const key = `k${Math.floor(random() * 40)}`;
+      keys.add(key);
+      const r = random();
+      if (r < 0.55) {
+        store.apply(put(key, `v${step}`));
+        model.set(key, `v${step}`);
+      } else if (r < 0.9) {
+        const result = store.apply(del(key));
+        assertEquals(result, { ok: true, op: "delete", existed: model.delete(key) });
+      } else if (r < 0.97) {
+        const expected = fromMap(model);
+        const size = model.size;
+        const snapshot = store.snapshotAsync({ chunkKeysMax: 1 + Math.floor(random() * 5) });
+        pending.push(snapshot.then((bytes) => {
+          const restored = KvStore.restore(bytes);
+          assertEquals(restored.size, size, `seed ${seed} step ${step}`);
+          assertEquals(contents(restored, keys), expected, `seed ${seed} step ${step}`);
+        }));
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      assertEquals(store.size, model.size, `seed ${seed} step ${step}`);
+      assertEquals(store.get(key), model.get(key), `seed ${seed} step ${step}`);
+    }
+    await Promise.all(pending);
+    assertEquals(contents(store, keys), fromMap(model), `seed ${seed}`);
+    assertEquals(contents(KvStore.restore(store.snapshot()), keys), fromMap(model));
+  }
+});
