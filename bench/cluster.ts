@@ -1,0 +1,971 @@
+/**
+ * `deno task bench:cluster [-- options]`: a three-node raftkv cluster, and
+ * a three-member etcd when `etcd` is on PATH, under the same HTTP workloads
+ * from a separate load-generator process (`bench/load.ts`). Prints the
+ * physical floor (fdatasync and loopback round trip) and a side-by-side table
+ * with the ratio raftkv/etcd for every row.
+ *
+ * The process and cluster helpers are exported for `bench/scale.ts`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { KeyRange, LoadConfig, LoadMode, LoadResult, LoadSystem } from "./load.ts";
+
+// ---------------------------------------------------------------------------
+// Processes, ports, temp dirs and cleanup
+
+/** A server process started by the harness. */
+export interface ServerProcess {
+  /** "raftkv-1", "etcd-2", … */
+  name: string;
+  child: Deno.ChildProcess;
+  pid: number;
+  /** The command line, to start it again after a restart. */
+  argv: string[];
+  logPath: string;
+  /** Resolves with the exit status once the process has exited. */
+  exited: Promise<Deno.CommandStatus>;
+}
+
+const running = new Set<ServerProcess>();
+const tempDirs = new Set<string>();
+let cleaningUp: Promise<void> | undefined;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Returns n distinct free TCP ports on 127.0.0.1 (held open together, then released). */
+export function freePorts(n: number): number[] {
+  const listeners = Array.from(
+    { length: n },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const l of listeners) l.close();
+  return ports;
+}
+
+/** Makes a temp dir that {@linkcode cleanup} removes. */
+export async function makeTempDir(prefix: string, base?: string): Promise<string> {
+  const dir = await Deno.makeTempDir(base === undefined ? { prefix } : { prefix, dir: base });
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Starts a process with stdout and stderr appended to logPath. */
+export async function spawnServer(
+  name: string,
+  argv: string[],
+  logPath: string,
+): Promise<ServerProcess> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new TypeError("Cannot start a server: empty command");
+  const log = await Deno.open(logPath, { create: true, append: true, write: true });
+  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped", stdin: "null" })
+    .spawn();
+  const out = child.stdout.pipeTo(log.writable, { preventClose: true }).catch(() => {});
+  const err = child.stderr.pipeTo(log.writable, { preventClose: true }).catch(() => {});
+  const proc: ServerProcess = {
+    name,
+    child,
+    pid: child.pid,
+    argv,
+    logPath,
+    exited: child.status.then(async (s) => {
+      await Promise.all([out, err]);
+      try {
+        log.close();
+      } catch { /* already closed */ }
+      running.delete(proc);
+      return s;
+    }),
+  };
+  running.add(proc);
+  return proc;
+}
+
+/** Sends SIGTERM, waits up to graceMs for the exit, then SIGKILL. Returns ms until exit. */
+export async function stopServer(p: ServerProcess, graceMs = 5000): Promise<number> {
+  const t0 = performance.now();
+  try {
+    p.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const done = await Promise.race([p.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  if (!done) {
+    console.error(`${p.name} did not exit within ${graceMs} ms of SIGTERM: killing it`);
+    try {
+      p.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await Promise.race([p.exited, sleep(2000)]);
+  }
+  return performance.now() - t0;
+}
+
+/** Stops every process this module started and removes every temp dir it made. */
+export function cleanup(): Promise<void> {
+  cleaningUp ??= (async () => {
+    await Promise.all([...running].map((p) => stopServer(p, 3000)));
+    for (const d of tempDirs) {
+      try {
+        await Deno.remove(d, { recursive: true });
+      } catch { /* already gone */ }
+    }
+    tempDirs.clear();
+  })();
+  return cleaningUp;
+}
+
+/** On SIGINT / SIGTERM: stop everything, remove temp dirs, exit 130. */
+export function installSignalHandlers(): void {
+  const onSignal = () => {
+    console.error("\ninterrupted: stopping servers and removing temp dirs");
+    cleanup().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+}
+
+/**
+ * Polls fn every intervalMs until it returns a value other than undefined;
+ * throws after timeoutMs, or at once when fatal() returns a reason.
+ */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs = 100,
+  fatal?: () => string | undefined,
+): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  let last = "";
+  for (let i = 0; i < 1_000_000 && performance.now() < deadline; i++) {
+    const why = fatal?.();
+    if (why) throw new Error(`Gave up waiting for ${what}: ${why}`);
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e instanceof Error ? e.message : String(e);
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+/** One HTTP request with a timeout; returns status and body text. */
+export async function httpCall(
+  method: string,
+  url: string,
+  body?: string,
+  timeoutMs = 3000,
+): Promise<{ status: number; body: string }> {
+  const init: RequestInit = { method, signal: AbortSignal.timeout(timeoutMs) };
+  if (body !== undefined) {
+    init.body = body;
+    init.headers = { "content-type": "application/json" };
+  }
+  const res = await fetch(url, init);
+  return { status: res.status, body: await res.text() };
+}
+
+/** Resident and peak memory of a process in bytes, from /proc/<pid>/status. */
+export async function readMemory(pid: number): Promise<{ rss: number; hwm: number }> {
+  const text = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kb = (field: string) => {
+    const m = text.match(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, "m"));
+    return m?.[1] ? Number(m[1]) * 1024 : NaN;
+  };
+  return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+}
+
+/** Number of sockets a process holds open (its TCP connections), from /proc/<pid>/fd. */
+export function countSockets(pid: number): number {
+  let n = 0;
+  try {
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`).startsWith("socket:")) n++;
+      } catch { /* fd closed meanwhile */ }
+    }
+  } catch { /* process gone */ }
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// Clusters
+
+/** A running cluster of either system, seen through its HTTP API. */
+export interface Cluster {
+  system: LoadSystem;
+  nodes: ClusterNode[];
+  /** The base URL of the current leader's HTTP API. */
+  leaderUrl(): Promise<string>;
+  /** Writes key=value through the system's API at baseUrl; true on 2xx. */
+  put(baseUrl: string, key: string, value: string): Promise<boolean>;
+  /** Reads key at baseUrl, linearizably; the value, or undefined if absent or not answered. */
+  get(baseUrl: string, key: string): Promise<string | undefined>;
+  /** Starts a stopped node again from its state. */
+  restart(node: ClusterNode): Promise<void>;
+  /** Adds a new member that joins the running cluster; returns it once started. */
+  addNode(): Promise<ClusterNode>;
+}
+
+/** One member: its process, addresses and state directory. */
+export interface ClusterNode {
+  name: string;
+  /** `http://127.0.0.1:PORT` */
+  apiUrl: string;
+  /** `127.0.0.1:PORT` (raftkv's raft address or etcd's peer URL host:port). */
+  peerAddr: string;
+  stateDir: string;
+  proc: ServerProcess;
+}
+
+/** How to start raftkv nodes. */
+export interface RaftkvOptions {
+  /** The command that starts one node, before its flags; default `deno run -A <repo>/main.ts`. */
+  cmd: string[];
+  /** Directory under which state dirs and logs are made. */
+  baseDir: string;
+  /** Time allowed for the cluster to form. */
+  startTimeoutMs: number;
+}
+
+/** The default command that starts one raftkv node. */
+export function defaultRaftkvCmd(): string[] {
+  return [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
+}
+
+function normalizeApi(api: string): string {
+  if (api.startsWith("http://") || api.startsWith("https://")) return api.replace(/\/$/, "");
+  if (api.startsWith(":")) return `http://127.0.0.1${api}`;
+  return `http://${api}`;
+}
+
+interface RaftkvMember {
+  id?: unknown;
+  addr?: unknown;
+  api?: unknown;
+  type?: unknown;
+  leader?: unknown;
+}
+
+async function raftkvMembers(apiUrl: string): Promise<RaftkvMember[]> {
+  const r = await httpCall("GET", `${apiUrl}/mgmt/nodes`);
+  if (r.status !== 200) throw new Error(`GET /mgmt/nodes answered ${r.status}: ${r.body}`);
+  const v = JSON.parse(r.body) as unknown;
+  if (!Array.isArray(v)) throw new Error(`GET /mgmt/nodes did not answer an array: ${r.body}`);
+  return v as RaftkvMember[];
+}
+
+/** Starts node 1 alone, then nodes 2 and 3 with --join; resolves once 3 members are listed and a PUT succeeds. */
+export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise<Cluster> {
+  const nodes: ClusterNode[] = [];
+  let nextIndex = 1;
+
+  const launch = async (join: string | undefined): Promise<ClusterNode> => {
+    const i = nextIndex++;
+    const [raftPort, apiPort] = freePorts(2);
+    const stateDir = `${opts.baseDir}/raftkv-${i}`;
+    const argv = [
+      ...opts.cmd,
+      "--state-dir",
+      stateDir,
+      "--raft",
+      `127.0.0.1:${raftPort}`,
+      "--api",
+      `127.0.0.1:${apiPort}`,
+      ...(join === undefined ? [] : ["--join", join]),
+    ];
+    const proc = await spawnServer(`raftkv-${i}`, argv, `${opts.baseDir}/raftkv-${i}.log`);
+    const node: ClusterNode = {
+      name: proc.name,
+      apiUrl: `http://127.0.0.1:${apiPort}`,
+      peerAddr: `127.0.0.1:${raftPort}`,
+      stateDir,
+      proc,
+    };
+    nodes.push(node);
+    return node;
+  };
+
+  const alive = (n: ClusterNode) =>
+    Promise.race([
+      n.proc.exited.then((s) => {
+        throw new Error(`${n.name} exited with code ${s.code} during start; see ${n.proc.logPath}`);
+      }),
+      new Promise<never>(() => {}),
+    ]);
+
+  const waitMembers = async (first: ClusterNode, count: number, watch: ClusterNode) => {
+    await Promise.race([
+      alive(watch),
+      waitFor(`${count} members on ${first.name}`, async () => {
+        const ms = await raftkvMembers(first.apiUrl);
+        const voters = ms.filter((m) => m.type === undefined || m.type === "voter");
+        return ms.length >= count && voters.length >= count ? true : undefined;
+      }, opts.startTimeoutMs),
+    ]);
+  };
+
+  const leaderUrl = async (): Promise<string> => {
+    for (const n of [...nodes].sort((a, b) => (a === nodes[0] ? -1 : b === nodes[0] ? 1 : 0))) {
+      try {
+        const ms = await raftkvMembers(n.apiUrl);
+        const leader = ms.find((m) => m.leader === true);
+        if (leader === undefined) continue;
+        const byAddr = nodes.find((x) =>
+          typeof leader.addr === "string" && x.peerAddr === leader.addr
+        );
+        if (byAddr) return byAddr.apiUrl;
+        if (typeof leader.api === "string") return normalizeApi(leader.api);
+      } catch { /* try the next node */ }
+    }
+    throw new Error("No raftkv node reports a leader");
+  };
+
+  const cluster: Cluster = {
+    system: "raftkv",
+    nodes,
+    leaderUrl,
+    async put(base, key, value) {
+      const r = await httpCall("PUT", `${base}/`, JSON.stringify({ Key: key, Value: value }));
+      return r.status >= 200 && r.status < 300;
+    },
+    async get(base, key) {
+      const r = await httpCall("GET", `${base}/${encodeURIComponent(key)}`);
+      return r.status === 200 ? r.body.replace(/\n$/, "") : undefined;
+    },
+    async restart(node) {
+      const proc = await spawnServer(node.name, node.proc.argv, node.proc.logPath);
+      node.proc = proc;
+    },
+    async addNode() {
+      const first = nodes[0];
+      if (first === undefined) throw new Error("Cannot add a node to an empty cluster");
+      return await launch(first.peerAddr);
+    },
+  };
+
+  const n1 = await launch(undefined);
+  await Promise.race([
+    alive(n1),
+    waitFor(`${n1.name} to elect itself`, async () => {
+      const ms = await raftkvMembers(n1.apiUrl);
+      return ms.some((m) => m.leader === true) ? true : undefined;
+    }, opts.startTimeoutMs),
+  ]);
+  for (let k = 2; k <= size; k++) {
+    const n = await launch(n1.peerAddr);
+    await waitMembers(n1, k, n);
+  }
+  await waitFor(
+    "a PUT to succeed",
+    async () => {
+      const leader = await leaderUrl();
+      return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
+    },
+    opts.startTimeoutMs,
+    200,
+  );
+  return cluster;
+}
+
+/** How to start etcd members. */
+export interface EtcdOptions {
+  /** Path of the etcd binary. */
+  bin: string;
+  baseDir: string;
+  startTimeoutMs: number;
+}
+
+/** Finds an executable on PATH; undefined if absent. */
+export function which(name: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      const p = `${dir}/${name}`;
+      const st = Deno.statSync(p);
+      if (st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0) return p;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+/** `etcd --version`'s first line. */
+export async function etcdVersion(bin: string): Promise<string> {
+  const out = await new Deno.Command(bin, { args: ["--version"], stdout: "piped", stderr: "null" })
+    .output();
+  return new TextDecoder().decode(out.stdout).split("\n")[0]?.trim() ?? "?";
+}
+
+function b64(text: string): string {
+  return btoa(text);
+}
+
+/** Starts a three-member etcd (static bootstrap, default durability); resolves once a put succeeds. */
+export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Cluster> {
+  interface Member {
+    name: string;
+    clientPort: number;
+    peerPort: number;
+  }
+  const ports = freePorts(size * 2);
+  const members: Member[] = Array.from({ length: size }, (_, i) => ({
+    name: `etcd-${i + 1}`,
+    clientPort: ports[2 * i] ?? 0,
+    peerPort: ports[2 * i + 1] ?? 0,
+  }));
+  const nodes: ClusterNode[] = [];
+  const argvFor = (m: Member, initialCluster: string, state: "new" | "existing") => {
+    const dataDir = `${opts.baseDir}/${m.name}`;
+    return {
+      dataDir,
+      argv: [
+        opts.bin,
+        "--name",
+        m.name,
+        "--data-dir",
+        dataDir,
+        "--listen-client-urls",
+        `http://127.0.0.1:${m.clientPort}`,
+        "--advertise-client-urls",
+        `http://127.0.0.1:${m.clientPort}`,
+        "--listen-peer-urls",
+        `http://127.0.0.1:${m.peerPort}`,
+        "--initial-advertise-peer-urls",
+        `http://127.0.0.1:${m.peerPort}`,
+        "--initial-cluster",
+        initialCluster,
+        "--initial-cluster-state",
+        state,
+        "--initial-cluster-token",
+        "raftkv-bench",
+        "--logger",
+        "zap",
+        "--log-level",
+        "warn",
+      ],
+    };
+  };
+  const clusterSpec = (ms: Member[]) =>
+    ms.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(",");
+  const start = async (m: Member, initialCluster: string, state: "new" | "existing") => {
+    const { dataDir, argv } = argvFor(m, initialCluster, state);
+    const proc = await spawnServer(m.name, argv, `${opts.baseDir}/${m.name}.log`);
+    const node: ClusterNode = {
+      name: m.name,
+      apiUrl: `http://127.0.0.1:${m.clientPort}`,
+      peerAddr: `127.0.0.1:${m.peerPort}`,
+      stateDir: dataDir,
+      proc,
+    };
+    nodes.push(node);
+    return node;
+  };
+
+  const status = async (url: string) => {
+    const r = await httpCall("POST", `${url}/v3/maintenance/status`, "{}");
+    if (r.status !== 200) throw new Error(`status answered ${r.status}`);
+    return JSON.parse(r.body) as { leader?: string; header?: { member_id?: string } };
+  };
+
+  const leaderUrl = async (): Promise<string> => {
+    for (const n of nodes) {
+      try {
+        const s = await status(n.apiUrl);
+        if (s.leader !== undefined && s.leader !== "0" && s.leader === s.header?.member_id) {
+          return n.apiUrl;
+        }
+      } catch { /* stopped or not ready */ }
+    }
+    throw new Error("No etcd member reports itself as leader");
+  };
+
+  const cluster: Cluster = {
+    system: "etcd",
+    nodes,
+    leaderUrl,
+    async put(base, key, value) {
+      const r = await httpCall(
+        "POST",
+        `${base}/v3/kv/put`,
+        JSON.stringify({ key: b64(key), value: b64(value) }),
+      );
+      return r.status >= 200 && r.status < 300;
+    },
+    async get(base, key) {
+      const r = await httpCall("POST", `${base}/v3/kv/range`, JSON.stringify({ key: b64(key) }));
+      if (r.status !== 200) return undefined;
+      const v = JSON.parse(r.body) as { kvs?: { value?: string }[] };
+      const value = v.kvs?.[0]?.value;
+      return value === undefined ? undefined : atob(value);
+    },
+    async restart(node) {
+      node.proc = await spawnServer(node.name, node.proc.argv, node.proc.logPath);
+    },
+    async addNode() {
+      const [clientPort, peerPort] = freePorts(2);
+      const m: Member = {
+        name: `etcd-${members.length + 1}`,
+        clientPort: clientPort ?? 0,
+        peerPort: peerPort ?? 0,
+      };
+      const leader = await leaderUrl();
+      const r = await httpCall(
+        "POST",
+        `${leader}/v3/cluster/member/add`,
+        JSON.stringify({ peerURLs: [`http://127.0.0.1:${m.peerPort}`] }),
+        10_000,
+      );
+      if (r.status !== 200) throw new Error(`etcd member add answered ${r.status}: ${r.body}`);
+      members.push(m);
+      return await start(m, clusterSpec(members), "existing");
+    },
+  };
+
+  const initial = clusterSpec(members);
+  for (const m of members) await start(m, initial, "new");
+  await waitFor(
+    "etcd to elect a leader and accept a put",
+    async () => {
+      const leader = await leaderUrl();
+      return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
+    },
+    opts.startTimeoutMs,
+    200,
+    () => {
+      const dead = nodes.find((n) => !running.has(n.proc));
+      return dead && `${dead.name} exited during start; see ${dead.proc.logPath}`;
+    },
+  );
+  return cluster;
+}
+
+// ---------------------------------------------------------------------------
+// The load generator process
+
+/** Runs bench/load.ts in its own process; returns its result and the socket count seen mid-run. */
+export async function runLoadProcess(
+  cfg: LoadConfig,
+): Promise<{ result: LoadResult; socketsMidRun: number }> {
+  const loadPath = new URL("./load.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env", loadPath, "--config", JSON.stringify(cfg)],
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  let socketsMidRun = 0;
+  const sampleAt = (cfg.warmupSeconds + cfg.seconds / 2) * 1000;
+  const timer = setTimeout(() => socketsMidRun = countSockets(child.pid), sampleAt);
+  const killer = setTimeout(
+    () => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    },
+    (cfg.warmupSeconds + cfg.seconds) * 1000 + cfg.timeoutMs + 30_000,
+  );
+  try {
+    const out = await child.output();
+    if (!out.success) throw new Error(`load generator failed with code ${out.code}`);
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
+    return { result: JSON.parse(text) as LoadResult, socketsMidRun };
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(killer);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The physical floor
+
+/** p50 (and p99) of writing 100 bytes at the end of a file and fdatasync, in dir. */
+export async function measureFsync(
+  dir: string,
+  iterations = 1000,
+  maxMs = 15_000,
+): Promise<{ p50Ms: number; p99Ms: number; n: number }> {
+  const path = `${dir}/fsync-probe.bin`;
+  const data = new Uint8Array(100).fill(0x61);
+  const times: number[] = [];
+  using f = await Deno.open(path, { create: true, write: true, append: true });
+  const deadline = performance.now() + maxMs;
+  for (let i = 0; i < iterations && performance.now() < deadline; i++) {
+    const t0 = performance.now();
+    await f.write(data);
+    await f.syncData();
+    times.push(performance.now() - t0);
+  }
+  await Deno.remove(path);
+  return { p50Ms: pct(times, 0.5), p99Ms: pct(times, 0.99), n: times.length };
+}
+
+/** p50 of a 1-byte echo over a TCP connection on 127.0.0.1 (both ends in this process). */
+export async function measureLoopbackRtt(
+  iterations = 2000,
+  maxMs = 10_000,
+): Promise<{ p50Ms: number; p99Ms: number; n: number }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const server = (async () => {
+    const conn = await listener.accept();
+    conn.setNoDelay(true);
+    const buf = new Uint8Array(64);
+    for (let i = 0; i < iterations + 100; i++) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await conn.write(buf.subarray(0, n));
+    }
+    conn.close();
+  })();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  conn.setNoDelay(true);
+  const one = new Uint8Array([1]);
+  const buf = new Uint8Array(64);
+  const times: number[] = [];
+  const deadline = performance.now() + maxMs;
+  for (let i = 0; i < iterations && performance.now() < deadline; i++) {
+    const t0 = performance.now();
+    await conn.write(one);
+    const n = await conn.read(buf);
+    if (n === null) break;
+    if (i >= 50) times.push(performance.now() - t0); // the first ones warm the JIT
+  }
+  conn.close();
+  await server.catch(() => {});
+  listener.close();
+  return { p50Ms: pct(times, 0.5), p99Ms: pct(times, 0.99), n: times.length };
+}
+
+function pct(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? NaN;
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark
+
+/** One row of the table: a workload at a concurrency. */
+export interface RowSpec {
+  label: string;
+  mode: LoadMode;
+  clients: number;
+  /** "leader": writes to the leader; "all": writes spread over every node. Reads always go to every node. */
+  writeTo: "leader" | "all";
+}
+
+/** The rows `bench:cluster` runs, in order (writes first, so that reads have keys). */
+export const ROWS: RowSpec[] = [
+  { label: "write c=1", mode: "write", clients: 1, writeTo: "leader" },
+  { label: "write c=16", mode: "write", clients: 16, writeTo: "leader" },
+  { label: "write c=64", mode: "write", clients: 64, writeTo: "leader" },
+  { label: "write c=256", mode: "write", clients: 256, writeTo: "leader" },
+  { label: "write all-nodes c=64", mode: "write", clients: 64, writeTo: "all" },
+  { label: "read c=16", mode: "read", clients: 16, writeTo: "leader" },
+  { label: "read c=64", mode: "read", clients: 64, writeTo: "leader" },
+  { label: "mixed 50/50 c=64", mode: "mixed", clients: 64, writeTo: "leader" },
+];
+
+/** Options of one benchmark run against one cluster. */
+export interface WorkloadOptions {
+  seconds: number;
+  warmupSeconds: number;
+  valueBytes: number;
+  client: "fetch" | "node";
+  timeoutMs: number;
+  rows: RowSpec[];
+}
+
+/** A measured row. */
+export interface RowResult {
+  spec: RowSpec;
+  result: LoadResult;
+  socketsMidRun: number;
+}
+
+/** Runs every row against a cluster, each from a fresh load-generator process. */
+export async function runWorkloads(cluster: Cluster, opts: WorkloadOptions): Promise<RowResult[]> {
+  const out: RowResult[] = [];
+  const readRanges: KeyRange[] = [];
+  const all = cluster.nodes.map((n) => n.apiUrl);
+  for (const [i, spec] of opts.rows.entries()) {
+    const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+    const prefix = `${cluster.system}-r${i}-`;
+    const cfg: LoadConfig = {
+      label: `${cluster.system} ${spec.label}`,
+      system: cluster.system,
+      mode: spec.mode,
+      clients: spec.clients,
+      seconds: opts.seconds,
+      warmupSeconds: opts.warmupSeconds,
+      valueBytes: opts.valueBytes,
+      writeUrls: spec.writeTo === "leader" ? [leader] : all,
+      readUrls: all,
+      keyPrefix: prefix,
+      readRanges: [...readRanges],
+      client: opts.client,
+      timeoutMs: opts.timeoutMs,
+    };
+    if (spec.mode !== "write" && readRanges.length === 0) {
+      console.error(`skipping ${spec.label}: no keys written before it`);
+      continue;
+    }
+    const { result, socketsMidRun } = await runLoadProcess(cfg);
+    if (spec.mode === "write" && result.keysIssued > 0) {
+      readRanges.push({ prefix, count: result.keysIssued });
+    }
+    console.error(
+      `${cfg.label}: ${Math.round(result.opsPerS)} ops/s p50 ${fmtMs(result.p50Ms)} ms ` +
+        `p99 ${fmtMs(result.p99Ms)} ms p99.9 ${fmtMs(result.p999Ms)} ms ` +
+        `non2xx ${result.non2xx} errors ${result.errors} sockets ${socketsMidRun}` +
+        (result.errorSamples.length ? ` (${result.errorSamples[0]})` : ""),
+    );
+    out.push({ spec, result, socketsMidRun });
+  }
+  return out;
+}
+
+/** Formats milliseconds for the table. */
+export function fmtMs(ms: number): string {
+  if (!Number.isFinite(ms)) return "-";
+  return ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0);
+}
+
+function fmtRatio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) {
+    return "-";
+  }
+  return `${(a / b).toFixed(2)}x`;
+}
+
+/** Renders rows of cells as an aligned text table (first column left, the rest right). */
+export function renderTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join("  ");
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function systemCells(r: RowResult | undefined): string[] {
+  if (r === undefined) return ["-", "-", "-", "-", "-"];
+  const x = r.result;
+  return [
+    Math.round(x.opsPerS).toString(),
+    fmtMs(x.p50Ms),
+    fmtMs(x.p99Ms),
+    fmtMs(x.p999Ms),
+    String(x.non2xx + x.errors),
+  ];
+}
+
+/** The side-by-side table of raftkv and etcd results. */
+export function comparisonTable(raftkv: RowResult[], etcd: RowResult[]): string {
+  const labels = [...new Set([...raftkv, ...etcd].map((r) => r.spec.label))];
+  const header = ["workload"];
+  const sys: [string, RowResult[]][] = [];
+  if (raftkv.length) sys.push(["raftkv", raftkv]);
+  if (etcd.length) sys.push(["etcd", etcd]);
+  for (const [name] of sys) {
+    header.push(`${name} ops/s`, "p50 ms", "p99 ms", "p99.9", "errs");
+  }
+  const both = raftkv.length > 0 && etcd.length > 0;
+  if (both) header.push("thr r/e", "p50 r/e", "p99 r/e");
+  const rows = labels.map((label) => {
+    const cells = [label];
+    for (const [, rs] of sys) cells.push(...systemCells(rs.find((r) => r.spec.label === label)));
+    if (both) {
+      const a = raftkv.find((r) => r.spec.label === label)?.result;
+      const b = etcd.find((r) => r.spec.label === label)?.result;
+      cells.push(
+        fmtRatio(a?.opsPerS, b?.opsPerS),
+        fmtRatio(a?.p50Ms, b?.p50Ms),
+        fmtRatio(a?.p99Ms, b?.p99Ms),
+      );
+    }
+    return cells;
+  });
+  return renderTable(header, rows);
+}
+
+const USAGE = `Usage: deno task bench:cluster [-- options]
+  --seconds N         measured seconds per row (default 5)
+  --warmup N          unmeasured seconds before each row (default 1)
+  --value-bytes N     value size (default 100)
+  --systems LIST      raftkv,etcd (default both; etcd only if on PATH)
+  --rows LIST         comma-separated row numbers (1-based) to run (default all)
+  --client NAME       fetch | node (HTTP client of the load generator; default fetch)
+  --raftkv-cmd CMD    command that starts one raftkv node (default: deno run -A main.ts)
+  --dir DIR           where temp state dirs go (default: the system temp dir)
+  --json PATH         also write every raw result as JSON to PATH
+  --keep              keep the temp dirs (logs, state) and print where they are`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: stripDashes(Deno.args),
+    options: {
+      seconds: { type: "string", default: "5" },
+      warmup: { type: "string", default: "1" },
+      "value-bytes": { type: "string", default: "100" },
+      systems: { type: "string", default: "raftkv,etcd" },
+      rows: { type: "string" },
+      client: { type: "string", default: "fetch" },
+      "raftkv-cmd": { type: "string" },
+      dir: { type: "string" },
+      json: { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const seconds = Number(values.seconds);
+  const warmupSeconds = Number(values.warmup);
+  const valueBytes = Number(values["value-bytes"]);
+  const client = values.client === "node" ? "node" : "fetch";
+  if (!(seconds > 0) || !(warmupSeconds >= 0) || !(valueBytes > 0)) {
+    console.error("Cannot run: --seconds and --value-bytes must be positive numbers");
+    return 2;
+  }
+  const systems = new Set(values.systems.split(",").map((s) => s.trim()));
+  let rows = ROWS;
+  if (values.rows !== undefined) {
+    const pick = new Set(values.rows.split(",").map((s) => Number(s.trim())));
+    rows = ROWS.filter((_, i) => pick.has(i + 1));
+  }
+  const raftkvCmd = values["raftkv-cmd"]?.split(/\s+/).filter(Boolean) ?? defaultRaftkvCmd();
+  const wl: WorkloadOptions = {
+    seconds,
+    warmupSeconds,
+    valueBytes,
+    client,
+    timeoutMs: 10_000,
+    rows,
+  };
+
+  installSignalHandlers();
+  const base = await makeTempDir("raftkv-bench-", values.dir);
+  if (values.keep) tempDirs.delete(base);
+  console.error(`state and logs under ${base}`);
+  console.log(
+    `bench:cluster  ${new Date().toISOString()}  ${Deno.build.os}/${Deno.build.arch}, ` +
+      `${navigator.hardwareConcurrency} cpus, deno ${Deno.version.deno}`,
+  );
+  console.log(
+    `workload: ${seconds}s per row after ${warmupSeconds}s warmup, ${valueBytes}-byte values, ` +
+      `unique keys, closed loop, HTTP/1.1 keep-alive (${client}), load generator in its own process`,
+  );
+
+  const fsync = await measureFsync(base);
+  const rtt = await measureLoopbackRtt();
+  console.log(
+    `floor: fdatasync of 100 B in ${base}: p50 ${fmtMs(fsync.p50Ms)} ms, p99 ${
+      fmtMs(fsync.p99Ms)
+    } ms (n=${fsync.n}); loopback TCP echo: p50 ${rtt.p50Ms.toFixed(3)} ms (n=${rtt.n})`,
+  );
+
+  let raftkvRows: RowResult[] = [];
+  let etcdRows: RowResult[] = [];
+  const notes: string[] = [];
+  try {
+    if (systems.has("raftkv")) {
+      console.error(`starting raftkv: ${raftkvCmd.join(" ")}`);
+      try {
+        const cluster = await startRaftkvCluster({
+          cmd: raftkvCmd,
+          baseDir: base,
+          startTimeoutMs: 60_000,
+        });
+        raftkvRows = await runWorkloads(cluster, wl);
+        await Promise.all(cluster.nodes.map((n) => stopServer(n.proc)));
+      } catch (e) {
+        notes.push(`raftkv failed: ${e instanceof Error ? e.message : e}`);
+        console.error(notes[notes.length - 1]);
+        await cleanupServers();
+      }
+    }
+    if (systems.has("etcd")) {
+      const bin = which("etcd");
+      if (bin === undefined) {
+        notes.push(
+          "etcd is not on PATH: raftkv alone (apt-get install etcd-server for the comparison)",
+        );
+      } else {
+        const version = await etcdVersion(bin);
+        console.log(`etcd: ${bin} (${version}), 3 members, default durability, JSON gateway`);
+        try {
+          const cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
+          etcdRows = await runWorkloads(cluster, wl);
+          await Promise.all(cluster.nodes.map((n) => stopServer(n.proc)));
+        } catch (e) {
+          notes.push(`etcd failed: ${e instanceof Error ? e.message : e}`);
+          console.error(notes[notes.length - 1]);
+          await cleanupServers();
+        }
+      }
+    }
+  } finally {
+    await cleanup();
+  }
+
+  const floor = fsync.p50Ms + rtt.p50Ms;
+  const single = raftkvRows.find((r) => r.spec.clients === 1 && r.spec.mode === "write");
+  const singleEtcd = etcdRows.find((r) => r.spec.clients === 1 && r.spec.mode === "write");
+  const ratio = (r: RowResult | undefined) =>
+    r && Number.isFinite(r.result.p50Ms) ? `${(r.result.p50Ms / floor).toFixed(2)}x` : "-";
+  console.log(
+    `single-client write p50 / (fsync p50 + RTT p50 = ${fmtMs(floor)} ms): raftkv ${
+      ratio(single)
+    }` +
+      `, etcd ${ratio(singleEtcd)}`,
+  );
+  console.log("");
+  console.log(comparisonTable(raftkvRows, etcdRows));
+  const socketNote = [...raftkvRows, ...etcdRows]
+    .map((r) => `${r.result.label}: ${r.socketsMidRun}`)
+    .join(", ");
+  console.log("");
+  console.log(
+    "ops/s counts 2xx answers only (reads: key found); latencies are of those, from the load " +
+      "generator; errs = non-2xx + no answer.",
+  );
+  console.log(`load-generator sockets mid-run (keep-alive check): ${socketNote}`);
+  for (const n of notes) console.log(`note: ${n}`);
+  if (values.json !== undefined) {
+    await Deno.writeTextFile(
+      values.json,
+      JSON.stringify({ fsync, rtt, raftkv: raftkvRows, etcd: etcdRows, notes }, null, 2),
+    );
+  }
+  if (values.keep) console.error(`kept ${base}`);
+  return raftkvRows.length + etcdRows.length > 0 ? 0 : 1;
+}
+
+/** Drops the `--` that `deno task NAME -- options` passes through. */
+export function stripDashes(args: string[]): string[] {
+  return args[0] === "--" ? args.slice(1) : args;
+}
+
+async function cleanupServers(): Promise<void> {
+  await Promise.all([...running].map((p) => stopServer(p, 3000)));
+}
+
+if (import.meta.main) {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    console.error(e instanceof Error ? e.stack ?? e.message : e);
+  } finally {
+    await cleanup();
+  }
+  Deno.exit(code);
+}
