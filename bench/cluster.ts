@@ -25,6 +25,8 @@ export interface ServerProcess {
   /** The command line, to start it again after a restart. */
   argv: string[];
   logPath: string;
+  /** performance.now() right after the spawn. */
+  startedAt: number;
   /** Resolves with the exit status once the process has exited. */
   exited: Promise<Deno.CommandStatus>;
 }
@@ -55,6 +57,16 @@ export async function makeTempDir(prefix: string, base?: string): Promise<string
   return dir;
 }
 
+/** Keeps a temp dir made by {@linkcode makeTempDir}: cleanup will not remove it. */
+export function keepTempDir(dir: string): void {
+  tempDirs.delete(dir);
+}
+
+/** True while the process has not exited. */
+export function isRunning(p: ServerProcess): boolean {
+  return running.has(p);
+}
+
 /** Starts a process with stdout and stderr appended to logPath. */
 export async function spawnServer(
   name: string,
@@ -74,6 +86,7 @@ export async function spawnServer(
     pid: child.pid,
     argv,
     logPath,
+    startedAt: performance.now(),
     exited: child.status.then(async (s) => {
       await Promise.all([out, err]);
       try {
@@ -514,14 +527,25 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
         clientPort: clientPort ?? 0,
         peerPort: peerPort ?? 0,
       };
-      const leader = await leaderUrl();
-      const r = await httpCall(
-        "POST",
-        `${leader}/v3/cluster/member/add`,
-        JSON.stringify({ peerURLs: [`http://127.0.0.1:${m.peerPort}`] }),
-        10_000,
+      // etcd refuses a member add (503 "unhealthy cluster") until every member
+      // has been connected for a few seconds, e.g. after a restart: retry.
+      await waitFor(
+        "etcd to accept the member add",
+        async () => {
+          const leader = await leaderUrl();
+          const r = await httpCall(
+            "POST",
+            `${leader}/v3/cluster/member/add`,
+            JSON.stringify({ peerURLs: [`http://127.0.0.1:${m.peerPort}`] }),
+            10_000,
+          );
+          if (r.status === 200) return true;
+          if (r.status === 503) return undefined;
+          throw new Error(`etcd member add answered ${r.status}: ${r.body}`);
+        },
+        60_000,
+        500,
       );
-      if (r.status !== 200) throw new Error(`etcd member add answered ${r.status}: ${r.body}`);
       members.push(m);
       return await start(m, clusterSpec(members), "existing");
     },
@@ -744,12 +768,12 @@ function fmtRatio(a: number | undefined, b: number | undefined): string {
   return `${(a / b).toFixed(2)}x`;
 }
 
-/** Renders rows of cells as an aligned text table (first column left, the rest right). */
-export function renderTable(header: string[], rows: string[][]): string {
+/** Renders rows of cells as an aligned text table (the first leftColumns left-aligned, the rest right). */
+export function renderTable(header: string[], rows: string[][], leftColumns = 1): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
-      .join("  ");
+    cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join("  ").trimEnd();
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
@@ -853,7 +877,7 @@ async function main(): Promise<number> {
 
   installSignalHandlers();
   const base = await makeTempDir("raftkv-bench-", values.dir);
-  if (values.keep) tempDirs.delete(base);
+  if (values.keep) keepTempDir(base);
   console.error(`state and logs under ${base}`);
   console.log(
     `bench:cluster  ${new Date().toISOString()}  ${Deno.build.os}/${Deno.build.arch}, ` +

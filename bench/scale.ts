@@ -1,0 +1,301 @@
+/**
+ * `deno task bench:scale [-- options]`: a three-node raftkv loaded with
+ * 1,000,000 keys of 100-byte values, then: resident memory per node, snapshot
+ * size on disk, the time to restart a follower, the time for a new fourth
+ * node to join and catch up, and write throughput at 64 clients with the
+ * keys loaded against an empty store (measured first).
+ *
+ * `--system etcd` runs the same steps against a three-member etcd, for
+ * comparison (and to test this harness without raftkv).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  cleanup,
+  type Cluster,
+  type ClusterNode,
+  defaultRaftkvCmd,
+  etcdVersion,
+  fmtMs,
+  installSignalHandlers,
+  isRunning,
+  keepTempDir,
+  makeTempDir,
+  readMemory,
+  renderTable,
+  runLoadProcess,
+  startEtcdCluster,
+  startRaftkvCluster,
+  stopServer,
+  stripDashes,
+  waitFor,
+  which,
+} from "./cluster.ts";
+import type { LoadConfig, LoadResult } from "./load.ts";
+
+/** Bytes of the files under dir whose name matches, recursively (bounded depth). */
+export async function dirBytes(dir: string, match: (name: string) => boolean): Promise<number> {
+  let total = 0;
+  const walk = async (d: string, depth: number) => {
+    if (depth > 8) return;
+    for await (const e of Deno.readDir(d)) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory) await walk(p, depth + 1);
+      else if (e.isFile && match(e.name)) {
+        try {
+          total += (await Deno.stat(p)).size;
+        } catch { /* removed meanwhile */ }
+      }
+    }
+  };
+  try {
+    await walk(dir, 0);
+  } catch { /* dir gone */ }
+  return total;
+}
+
+/** Formats bytes as MiB. */
+export function fmtMiB(bytes: number): string {
+  return Number.isFinite(bytes) ? `${(bytes / 1048576).toFixed(1)} MiB` : "-";
+}
+
+function fmtS(ms: number): string {
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+async function throughputRow(
+  cluster: Cluster,
+  label: string,
+  prefix: string,
+  seconds: number,
+  valueBytes: number,
+): Promise<LoadResult> {
+  const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+  const cfg: LoadConfig = {
+    label,
+    system: cluster.system,
+    mode: "write",
+    clients: 64,
+    seconds,
+    warmupSeconds: 1,
+    valueBytes,
+    writeUrls: [leader],
+    readUrls: [leader],
+    keyPrefix: prefix,
+    readRanges: [],
+    client: "fetch",
+    timeoutMs: 10_000,
+  };
+  return (await runLoadProcess(cfg)).result;
+}
+
+/** Waits until node answers GET key with value; returns ms since its process was started. */
+async function timeUntilRead(
+  cluster: Cluster,
+  node: ClusterNode,
+  key: string,
+  value: string,
+  timeoutMs: number,
+): Promise<number> {
+  await waitFor(
+    `${node.name} to answer GET ${key}`,
+    async () => {
+      try {
+        return (await cluster.get(node.apiUrl, key)) === value ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    timeoutMs,
+    50,
+    () => isRunning(node.proc) ? undefined : `${node.name} exited; see ${node.proc.logPath}`,
+  );
+  return performance.now() - node.proc.startedAt;
+}
+
+const USAGE = `Usage: deno task bench:scale [-- options]
+  --keys N            keys to load (default 1000000)
+  --value-bytes N     value size (default 100)
+  --load-clients N    concurrency of the bulk load (default 256)
+  --seconds N         measured seconds of each 64-client write run (default 5)
+  --system NAME       raftkv (default) | etcd
+  --raftkv-cmd CMD    command that starts one raftkv node (default: deno run -A main.ts)
+  --dir DIR           where temp state dirs go (default: the system temp dir)
+  --load-timeout N    seconds allowed for the bulk load (default 1800)
+  --keep              keep the temp dirs (logs, state)`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: stripDashes(Deno.args),
+    options: {
+      keys: { type: "string", default: "1000000" },
+      "value-bytes": { type: "string", default: "100" },
+      "load-clients": { type: "string", default: "256" },
+      seconds: { type: "string", default: "5" },
+      system: { type: "string", default: "raftkv" },
+      "raftkv-cmd": { type: "string" },
+      dir: { type: "string" },
+      "load-timeout": { type: "string", default: "1800" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const keys = Math.floor(Number(values.keys));
+  const valueBytes = Number(values["value-bytes"]);
+  const loadClients = Number(values["load-clients"]);
+  const seconds = Number(values.seconds);
+  const loadTimeoutS = Number(values["load-timeout"]);
+  if (!(keys > 0) || !(valueBytes > 0) || !(loadClients > 0) || !(seconds > 0)) {
+    console.error("Cannot run: --keys, --value-bytes, --load-clients and --seconds must be > 0");
+    return 2;
+  }
+  installSignalHandlers();
+  const base = await makeTempDir("raftkv-scale-", values.dir);
+  if (values.keep) keepTempDir(base);
+  console.error(`state and logs under ${base}`);
+
+  let cluster: Cluster;
+  let snapMatch: (name: string) => boolean;
+  let snapLabel = "snapshots (*.snap)";
+  if (values.system === "etcd") {
+    const bin = which("etcd");
+    if (bin === undefined) {
+      console.error("Cannot run --system etcd: etcd is not on PATH");
+      return 2;
+    }
+    console.log(`system: ${await etcdVersion(bin)}, 3 members`);
+    cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
+    snapMatch = (n) => n.endsWith(".snap") || n === "db";
+    snapLabel = "*.snap + bbolt db";
+  } else {
+    const cmd = values["raftkv-cmd"]?.split(/\s+/).filter(Boolean) ?? defaultRaftkvCmd();
+    console.log(`system: raftkv (${cmd.join(" ")}), 3 nodes`);
+    cluster = await startRaftkvCluster({ cmd, baseDir: base, startTimeoutMs: 60_000 });
+    snapMatch = (n) => n.endsWith(".snap");
+  }
+  console.log(`${keys} keys of ${valueBytes} bytes, loaded by ${loadClients} clients`);
+  const figures: [string, string][] = [];
+
+  // 1. Write throughput on an empty store.
+  const empty = await throughputRow(cluster, "empty write c=64", "empty-", seconds, valueBytes);
+
+  // 2. Bulk load.
+  const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+  const tLoad = performance.now();
+  const load = (await runLoadProcess({
+    label: "load",
+    system: cluster.system,
+    mode: "write",
+    clients: loadClients,
+    seconds: loadTimeoutS,
+    warmupSeconds: 0,
+    maxOps: keys,
+    retryWrites: true,
+    valueBytes,
+    writeUrls: [leader],
+    readUrls: [leader],
+    keyPrefix: "key-",
+    readRanges: [],
+    client: "fetch",
+    timeoutMs: 30_000,
+  })).result;
+  const loadMs = performance.now() - tLoad;
+  figures.push([
+    "bulk load",
+    `${load.ok} keys in ${fmtS(loadMs)} = ${Math.round(load.ok / (loadMs / 1000))} writes/s ` +
+    `(p50 ${fmtMs(load.p50Ms)} ms, p99 ${fmtMs(load.p99Ms)} ms, retried failures ${
+      load.non2xx + load.errors
+    })`,
+  ]);
+  if (load.ok < keys) {
+    figures.push(["WARNING", `only ${load.ok} of ${keys} keys were written within the time limit`]);
+  }
+  const lastKey = "scale-last-key";
+  const lastValue = `written-after-${load.ok}-keys`;
+  await waitFor(
+    "the last PUT",
+    async () => {
+      const l = await cluster.leaderUrl();
+      return (await cluster.put(l, lastKey, lastValue)) ? true : undefined;
+    },
+    30_000,
+    200,
+  );
+
+  // 3. Write throughput with the keys loaded (same three nodes).
+  const loaded = await throughputRow(cluster, "loaded write c=64", "loaded-", seconds, valueBytes);
+  const row = (r: LoadResult) =>
+    `${Math.round(r.opsPerS)} ops/s, p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ` +
+    `p99.9 ${fmtMs(r.p999Ms)} ms, errs ${r.non2xx + r.errors}`;
+  figures.push(["write c=64, empty store", row(empty)]);
+  figures.push([`write c=64, ${load.ok} keys loaded`, row(loaded)]);
+  figures.push([
+    "throughput loaded / empty",
+    empty.opsPerS > 0 ? `${(loaded.opsPerS / empty.opsPerS).toFixed(2)}x` : "-",
+  ]);
+
+  // 4. Memory and snapshot size.
+  const sizes = async () => {
+    for (const n of cluster.nodes) {
+      const mem = await readMemory(n.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
+      const snap = await dirBytes(n.stateDir, snapMatch);
+      const all = await dirBytes(n.stateDir, () => true);
+      figures.push([
+        `${n.name} memory`,
+        `RSS ${fmtMiB(mem.rss)} (peak ${fmtMiB(mem.hwm)}); ${snapLabel} ${fmtMiB(snap)}; ` +
+        `state dir ${fmtMiB(all)}`,
+      ]);
+    }
+  };
+  await sizes();
+
+  // 5. Restart a follower.
+  const leaderNow = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+  const follower = cluster.nodes.find((n) => n.apiUrl !== leaderNow);
+  if (follower === undefined) throw new Error("Cannot find a follower to restart");
+  const stopMs = await stopServer(follower.proc, 30_000);
+  await cluster.restart(follower);
+  const restartMs = await timeUntilRead(cluster, follower, lastKey, lastValue, 300_000);
+  figures.push([
+    `restart ${follower.name} (follower)`,
+    `${fmtS(restartMs)} from start to its linearizable GET of the last key ` +
+    `(SIGTERM to exit: ${fmtS(stopMs)})`,
+  ]);
+  const mem = await readMemory(follower.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
+  figures.push([`${follower.name} after restart`, `RSS ${fmtMiB(mem.rss)}`]);
+
+  // 6. A new fourth node joins and catches up.
+  const fourth = await cluster.addNode();
+  const joinMs = await timeUntilRead(cluster, fourth, lastKey, lastValue, 600_000);
+  const mem4 = await readMemory(fourth.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
+  const snap4 = await dirBytes(fourth.stateDir, snapMatch);
+  figures.push([
+    `new ${fourth.name} joins`,
+    `${fmtS(joinMs)} from start to its linearizable GET of the last key; ` +
+    `RSS ${fmtMiB(mem4.rss)}, snapshot ${fmtMiB(snap4)}`,
+  ]);
+
+  console.log("");
+  console.log(renderTable(["figure", "value"], figures.map(([a, b]) => [a, b]), 2));
+  if (values.keep) console.error(`kept ${base}`);
+  for (const n of cluster.nodes) await stopServer(n.proc, 10_000);
+  return 0;
+}
+
+if (import.meta.main) {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    console.error(e instanceof Error ? e.stack ?? e.message : e);
+  } finally {
+    await cleanup();
+  }
+  Deno.exit(code);
+}
