@@ -77,7 +77,9 @@ export class MemoryStorage implements LogStorage {
       this.#checkUsable("save");
       const snapshotIndex = request.snapshot?.meta.index ?? this.#snapshot?.meta.index ?? 0;
       const lastIndex = request.snapshot !== undefined ? snapshotIndex : this.#lastIndex();
-      if (request.snapshot !== undefined) checkSnapshotOrder(request.snapshot, this.#snapshot);
+      if (request.snapshot !== undefined) {
+        checkSnapshotOrder(request.snapshot, this.#snapshot?.meta.index ?? 0);
+      }
       checkAppend(request.entries, snapshotIndex, lastIndex);
       this.#write();
       if (request.snapshot !== undefined) {
@@ -104,7 +106,7 @@ export class MemoryStorage implements LogStorage {
     try {
       this.#checkUsable("save snapshot");
       checkCompaction(snapshot, compactIndex);
-      checkSnapshotOrder(snapshot, this.#snapshot);
+      checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
       this.#write();
       this.#snapshot = copySnapshot(snapshot);
       this.#entries = this.#entries.filter((e) => e.index > compactIndex);
@@ -233,8 +235,7 @@ export function checkAppend(entries: Entry[], snapshotIndex: number, lastIndex: 
 }
 
 /** Checks that a new snapshot is not older than the newest stored one. */
-export function checkSnapshotOrder(snapshot: Snapshot, latest: { meta: SnapshotMeta } | undefined) {
-  const latestIndex = latest?.meta.index ?? 0;
+export function checkSnapshotOrder(snapshot: Snapshot, latestIndex: number): void {
   if (snapshot.meta.index < latestIndex) {
     throw new RangeError(
       `Cannot save snapshot at index ${snapshot.meta.index}: a newer one at ${latestIndex} is stored`,
