@@ -1,0 +1,1071 @@
+/**
+ * The node runtime: drives the pure core with real timers, durable storage,
+ * the TCP transport and the key-value state machine, and serves the
+ * requests the HTTP layer makes (`KvService`).
+ *
+ * Ordering (thesis §3.8, DESIGN.md): a Ready's snapshot, entries and hard
+ * state are fsynced before its `persistedMessages` go out; committed entries
+ * are applied in order, exactly once per process (a restart rebuilds the
+ * state machine from the newest snapshot and re-applies the log after it).
+ * Messages that depend on nothing durable (a leader's appends and
+ * heartbeats) are sent at once, also while a persist is in flight, so a busy
+ * disk does not cause elections.
+ *
+ * @module
+ */
+
+import { applyConfChange, confChangeError, decodeConfChange, RaftCore } from "./core.ts";
+import type { CoreStatus } from "./core.ts";
+import { FileStorage } from "./file_storage.ts";
+import type { Identity, LoadedState, LogStorage } from "./storage.ts";
+import { TcpTransport } from "./transport.ts";
+import {
+  type ConfChange,
+  type ConfState,
+  emptyConf,
+  type Entry,
+  type InitialState,
+  type Message,
+  type NodeId,
+  NONE,
+  type ReadState,
+  type Ready,
+  type Snapshot,
+  type SnapshotMeta,
+} from "./types.ts";
+import {
+  NotLeaderError,
+  OutcomeUnknownError,
+  StoppedError,
+  UnavailableError,
+  UnknownMemberError,
+} from "./errors.ts";
+import { decode, encode } from "./msgpack.ts";
+import { KvStore } from "../kv/store.ts";
+import { encodeCommand, type KvCommand } from "../kv/command.ts";
+
+/** A member as the HTTP API lists it. */
+export interface Member {
+  id: NodeId;
+  addr: string;
+  api: string;
+  type: "voter" | "learner";
+  leader: boolean;
+}
+
+/** Options of {@linkcode RaftNode.open}. */
+export interface NodeOptions {
+  stateDir: string;
+  /** Where the peer transport listens ("host:port" or ":port"). */
+  raftListen: string;
+  /** The raft address peers dial; default derived from the bound listener. */
+  raftAdvertise?: string;
+  /** The HTTP address other nodes and users reach this node's API at. */
+  apiAdvertise: string;
+  /** A member's raft address to join through, when the state directory is empty. */
+  join?: string;
+  tickIntervalMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  /** Take a snapshot after this many applied entries. Default 10000. */
+  snapshotEntries?: number;
+  /** Entries kept in the log behind a snapshot for slow followers. Default 5000. */
+  catchUpEntries?: number;
+  /** How long a join keeps retrying before the node gives up. Default 60 s. */
+  joinTimeoutMs?: number;
+  /** A storage to use instead of the state directory's (tests). */
+  storage?: LogStorage;
+  log?: (message: string, fields: Record<string, unknown>) => void;
+}
+
+/** What the address book holds for a member (current or removed). */
+interface MemberAddr {
+  addr: string;
+  api: string;
+  removed: boolean;
+}
+
+/** The context of a membership-change entry. */
+interface ConfContext {
+  addr: string;
+  api: string;
+  clusterId?: string;
+}
+
+/** The runtime's snapshot payload around the state machine's bytes. */
+interface SnapshotPayload {
+  v: 1;
+  clusterId: string;
+  members: [NodeId, string, string, boolean][];
+  kv: Uint8Array;
+}
+
+interface Waiter<T> {
+  resolve(value: T): void;
+  reject(error: Error): void;
+}
+
+interface ReadWaiter extends Waiter<void> {
+  signal: AbortSignal;
+}
+
+const SNAPSHOT_PAYLOAD_VERSION = 1;
+const PROPOSALS_PENDING_MAX = 65536;
+const READS_PENDING_MAX = 65536;
+
+/** What a join request is answered with. */
+interface JoinAnswer {
+  nodeId: NodeId;
+  clusterId: string;
+  /** Current members, so the new node can answer them before it has replayed the log. */
+  members: [NodeId, string, string][];
+}
+
+/** Why the node stopped. */
+export interface StopReason {
+  reason: "closed" | "removed" | "failed";
+  error?: Error;
+}
+
+/** One Raft node with its state machine. */
+export class RaftNode implements AsyncDisposable {
+  readonly id: NodeId;
+  readonly clusterId: string;
+  readonly raftAddr: string;
+  readonly apiAddr: string;
+  #core: RaftCore;
+  #storage: LogStorage;
+  #transport: TcpTransport;
+  #kv: KvStore;
+  #members: Map<NodeId, MemberAddr>;
+  /** Membership as of the applied index (the core's is as of the commit index). */
+  #appliedConf: ConfState;
+  #appliedIndex: number;
+  #appliedTerm: number;
+  #log: (message: string, fields: Record<string, unknown>) => void;
+  #options: Required<Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "catchUpEntries">>;
+
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #scheduled = false;
+  #persisting = false;
+  #stopping = false;
+  #stopped = false;
+  #stop!: (r: StopReason) => void;
+  /** Resolves once the node has stopped, with why. */
+  readonly stopped: Promise<StopReason>;
+
+  // Proposals waiting to be applied, by command id.
+  #incarnation = crypto.randomUUID().slice(0, 8);
+  #seq = 0;
+  #proposals = new Map<string, Waiter<boolean>>();
+  #confWaiters = new Map<string, Waiter<void>[]>();
+  // Linearizable reads: a batch waits for one ReadIndex round, then for apply.
+  #readsQueued: ReadWaiter[] = [];
+  #readRound: { ctx: string; waiters: ReadWaiter[]; startedTicks: number } | undefined;
+  #readsApplying: { index: number; waiters: ReadWaiter[] }[] = [];
+  #ticks = 0;
+  #leaderWaiters: Waiter<void>[] = [];
+  #snapshotting = false;
+  #lastSnapshotIndex: number;
+  #promoting = false;
+  #membershipLock: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    init: {
+      identity: Identity;
+      raftAddr: string;
+      apiAddr: string;
+      initial: InitialState;
+      kv: KvStore;
+      members: Map<NodeId, MemberAddr>;
+      storage: LogStorage;
+      transport: TcpTransport;
+      options: NodeOptions;
+      log: (message: string, fields: Record<string, unknown>) => void;
+    },
+  ) {
+    this.id = init.identity.nodeId;
+    this.clusterId = init.identity.clusterId;
+    this.raftAddr = init.raftAddr;
+    this.apiAddr = init.apiAddr;
+    this.#storage = init.storage;
+    this.#transport = init.transport;
+    this.#kv = init.kv;
+    this.#members = init.members;
+    this.#log = init.log;
+    this.#options = {
+      tickIntervalMs: init.options.tickIntervalMs ?? 100,
+      snapshotEntries: init.options.snapshotEntries ?? 10000,
+      catchUpEntries: init.options.catchUpEntries ?? 5000,
+    };
+    this.#appliedConf = init.initial.snapshotMeta.conf;
+    this.#appliedIndex = init.initial.snapshotMeta.index;
+    this.#appliedTerm = init.initial.snapshotMeta.term;
+    this.#lastSnapshotIndex = init.initial.snapshotMeta.index;
+    this.stopped = new Promise((resolve) => this.#stop = resolve);
+    this.#core = new RaftCore({
+      id: this.id,
+      initial: init.initial,
+      random: Math.random,
+      electionTicks: init.options.electionTicks ?? 10,
+      heartbeatTicks: init.options.heartbeatTicks ?? 1,
+      log: (message, fields) => this.#log(`raft: ${message}`, fields),
+    });
+    for (const [id, m] of this.#members) {
+      if (id !== this.id) this.#transport.setPeer(id, m.addr);
+    }
+  }
+
+  /**
+   * Opens the state directory and starts the node: restarts from existing
+   * state, joins through `join` if the directory is empty, or else starts a
+   * new one-member cluster.
+   */
+  static async open(options: NodeOptions): Promise<RaftNode> {
+    const log = options.log ?? ((message, fields) => console.error(message, fields));
+    const storage = options.storage ?? await FileStorage.open(options.stateDir);
+    let transport: TcpTransport | undefined;
+    try {
+      const loaded = await storage.load();
+      transport = new TcpTransport({
+        nodeId: loaded.identity?.nodeId ?? 0,
+        clusterId: loaded.identity?.clusterId ?? "",
+        listenAddr: options.raftListen,
+        log,
+      });
+      // Requests that arrive before the node exists are refused with a clear error.
+      let node: RaftNode | undefined;
+      const early: Message[] = [];
+      await transport.listen({
+        onMessage: (m) => node ? node.#onMessage(m) : early.length < 1024 && early.push(m),
+        onRequest: (req) =>
+          node
+            ? node.#onRequest(req)
+            : Promise.reject(new UnavailableError("Cannot serve: the node is still starting")),
+        onUnreachable: (id) => {
+          if (!node || node.#stopped) return;
+          node.#core.reportUnreachable(id);
+          node.#schedule();
+        },
+        onSnapshotSent: (to, ok) => {
+          if (!node || node.#stopped) return;
+          node.#core.reportSnapshot(to, ok);
+          node.#schedule();
+        },
+      });
+      const raftAddr = options.raftAdvertise ?? advertised(transport.addr, options.raftListen);
+      const apiAddr = options.apiAdvertise;
+      const start = await prepare(
+        storage,
+        loaded,
+        transport,
+        { ...options, raftAddr, apiAddr },
+        log,
+      );
+      node = new RaftNode({
+        ...start,
+        raftAddr,
+        apiAddr,
+        storage,
+        transport,
+        options,
+        log,
+      });
+      for (const m of early) node.#onMessage(m);
+      node.#start();
+      return node;
+    } catch (error) {
+      await transport?.close();
+      await storage.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  #start(): void {
+    this.#ticker = setInterval(() => this.#tick(), this.#options.tickIntervalMs);
+    this.#log("node started", {
+      id: this.id,
+      cluster: this.clusterId,
+      raft: this.raftAddr,
+      api: this.apiAddr,
+      role: this.#core.role,
+    });
+    // A lone voter need not wait a whole election timeout.
+    const conf = this.#core.conf();
+    if (conf.voters.length === 1 && conf.voters[0] === this.id) this.#core.campaign();
+    this.#schedule();
+  }
+
+  // ------------------------------------------------------------ driving the core
+
+  #tick(): void {
+    if (this.#stopped) return;
+    this.#ticks++;
+    this.#core.tick();
+    this.#checkReadRound();
+    if (this.#ticks % 5 === 0) this.#maybePromoteLearners();
+    this.#schedule();
+  }
+
+  #onMessage(m: Message): void {
+    if (this.#stopped) return;
+    if (m.to !== this.id) return; // not for us (a stale address book somewhere)
+    this.#core.step(m);
+    this.#schedule();
+  }
+
+  /** Runs the processing step soon (once per event-loop turn however many events came). */
+  #schedule(): void {
+    if (this.#scheduled || this.#stopped) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#process();
+    });
+  }
+
+  #process(): void {
+    if (this.#stopped) return;
+    this.#sendMessages(this.#core.takeMessages());
+    if (this.#persisting || !this.#core.hasReady()) return;
+    const rd = this.#core.ready();
+    this.#persisting = true;
+    this.#handleReady(rd).then(
+      () => {
+        this.#persisting = false;
+        this.#schedule();
+      },
+      (error) => this.#fail(error),
+    );
+  }
+
+  async #handleReady(rd: Ready): Promise<void> {
+    this.#sendMessages(rd.messages);
+    if (rd.softState) this.#onSoftState(rd);
+    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+      const req: Parameters<LogStorage["save"]>[0] = { entries: rd.entries };
+      if (rd.snapshot) req.snapshot = rd.snapshot;
+      if (rd.hardState) req.hardState = rd.hardState;
+      await this.#storage.save(req);
+    }
+    if (this.#stopped) return;
+    this.#sendMessages(rd.persistedMessages);
+    if (rd.snapshot) this.#installSnapshot(rd.snapshot);
+    for (const e of rd.committedEntries) this.#apply(e);
+    for (const rs of rd.readStates) this.#onReadState(rs);
+    this.#core.advance(rd);
+    this.#releaseAppliedReads();
+    if (this.#core.removed) this.#onRemoved();
+    this.#maybeSnapshot();
+  }
+
+  #sendMessages(msgs: Message[]): void {
+    if (msgs.length === 0) return;
+    let plain = msgs;
+    if (msgs.some((m) => m.type === "snap")) {
+      plain = msgs.filter((m) => m.type !== "snap");
+      for (const m of msgs) if (m.type === "snap") this.#sendSnapshot(m);
+    }
+    this.#transport.send(plain);
+  }
+
+  /** The core names the snapshot; the data comes from storage (the newest one). */
+  async #sendSnapshot(m: Message): Promise<void> {
+    try {
+      const snap = await this.#storage.latestSnapshot();
+      if (!snap) throw new Error("no snapshot stored");
+      this.#log("sending snapshot", {
+        to: m.to,
+        index: snap.meta.index,
+        bytes: snap.data.byteLength,
+      });
+      this.#transport.send([{ ...m, snapshot: snap }]);
+    } catch (error) {
+      this.#log("cannot send snapshot", { to: m.to, error: String(error) });
+      this.#core.reportSnapshot(m.to, false);
+      this.#schedule();
+    }
+  }
+
+  #onSoftState(rd: Ready): void {
+    const ss = rd.softState!;
+    this.#log("role changed", {
+      id: this.id,
+      role: ss.role,
+      leader: ss.leader,
+      term: this.#core.term,
+    });
+    if (ss.leader !== NONE) {
+      for (const w of this.#leaderWaiters.splice(0)) w.resolve();
+    }
+    // A read round in flight with an old leader will never finish: retry at once.
+    if (this.#readRound) {
+      this.#readsQueued.unshift(...this.#readRound.waiters);
+      this.#readRound = undefined;
+    }
+    this.#startReadRound();
+  }
+
+  #installSnapshot(snap: Snapshot): void {
+    const payload = decodeSnapshotPayload(snap.data);
+    this.#kv = KvStore.restore(payload.kv);
+    this.#members = membersFromPayload(payload);
+    this.#syncPeers();
+    this.#appliedConf = snap.meta.conf;
+    this.#appliedIndex = snap.meta.index;
+    this.#appliedTerm = snap.meta.term;
+    this.#lastSnapshotIndex = snap.meta.index;
+    this.#log("installed snapshot", { index: snap.meta.index, keys: this.#kv.size });
+  }
+
+  #apply(e: Entry): void {
+    if (e.index <= this.#appliedIndex) return; // already in the state machine (snapshot)
+    this.#appliedIndex = e.index;
+    this.#appliedTerm = e.term;
+    if (e.type === "conf") {
+      this.#applyConf(e);
+      return;
+    }
+    if (e.data.byteLength === 0) return; // a new leader's no-op
+    const result = this.#kv.apply(e.data);
+    if (!result.ok) {
+      this.#log("skipped a malformed command", { index: e.index, error: result.error });
+      return;
+    }
+    if (typeof result.id === "string") {
+      const w = this.#proposals.get(result.id);
+      if (w) {
+        this.#proposals.delete(result.id);
+        w.resolve(result.op === "delete" ? result.existed : true);
+      }
+    }
+  }
+
+  #applyConf(e: Entry): void {
+    let cc: ConfChange;
+    try {
+      cc = decodeConfChange(e.data);
+    } catch {
+      return;
+    }
+    // The same deterministic rule as the core: an invalid change is a no-op.
+    if (confChangeError(this.#appliedConf, cc) !== undefined) return;
+    this.#appliedConf = applyConfChange(this.#appliedConf, cc);
+    if (cc.context) {
+      const ctx = decode(cc.context) as ConfContext;
+      this.#members.set(cc.nodeId, { addr: ctx.addr, api: ctx.api, removed: false });
+    }
+    if (cc.type === "remove") {
+      const m = this.#members.get(cc.nodeId);
+      if (m) m.removed = true;
+    }
+    this.#syncPeers();
+    const key = `${cc.type}:${cc.nodeId}`;
+    for (const w of this.#confWaiters.get(key) ?? []) w.resolve();
+    this.#confWaiters.delete(key);
+    this.#log("membership changed", { index: e.index, change: cc.type, node: cc.nodeId });
+  }
+
+  /** Points the transport at every member (removed ones too: they are told they were removed). */
+  #syncPeers(): void {
+    for (const [id, m] of this.#members) {
+      if (id !== this.id) this.#transport.setPeer(id, m.addr);
+    }
+  }
+
+  #maybeSnapshot(): void {
+    if (this.#snapshotting || this.#stopping) return;
+    if (this.#appliedIndex - this.#lastSnapshotIndex < this.#options.snapshotEntries) return;
+    this.#snapshotting = true;
+    this.#takeSnapshot().then(
+      () => this.#snapshotting = false,
+      (error) => this.#fail(error),
+    );
+  }
+
+  /** Takes a snapshot at the applied index without stopping the node while it is written. */
+  async #takeSnapshot(): Promise<void> {
+    const meta: SnapshotMeta = {
+      index: this.#appliedIndex,
+      term: this.#appliedTerm,
+      conf: this.#appliedConf,
+    };
+    const members = [...this.#members].map(([id, m]) =>
+      [id, m.addr, m.api, m.removed] as [NodeId, string, string, boolean]
+    );
+    // The store freezes its state now; later writes go to a new layer.
+    const kv = await this.#kv.snapshotAsync();
+    const payload: SnapshotPayload = {
+      v: SNAPSHOT_PAYLOAD_VERSION,
+      clusterId: this.clusterId,
+      members,
+      kv,
+    };
+    if ((this.#storage.latestSnapshotMeta()?.index ?? 0) >= meta.index) return;
+    const compactIndex = Math.max(0, meta.index - this.#options.catchUpEntries);
+    await this.#storage.saveSnapshot({ meta, data: encode(payload) }, compactIndex);
+    if (this.#stopped) return;
+    this.#lastSnapshotIndex = meta.index;
+    this.#core.compact(compactIndex, meta);
+    this.#log("took snapshot", { index: meta.index, keys: this.#kv.size });
+  }
+
+  // ------------------------------------------------------------ reads
+
+  #onReadState(rs: ReadState): void {
+    const ctx = new TextDecoder().decode(rs.context);
+    const round = this.#readRound;
+    if (!round || round.ctx !== ctx) return;
+    this.#readRound = undefined;
+    this.#readsApplying.push({ index: rs.index, waiters: round.waiters });
+    this.#startReadRound();
+  }
+
+  #releaseAppliedReads(): void {
+    while (this.#readsApplying.length > 0 && this.#readsApplying[0]!.index <= this.#appliedIndex) {
+      for (const w of this.#readsApplying.shift()!.waiters) w.resolve();
+    }
+  }
+
+  #startReadRound(): void {
+    if (this.#readRound || this.#readsQueued.length === 0 || this.#stopped) return;
+    const waiters = this.#readsQueued.filter((w) => !w.signal.aborted);
+    this.#readsQueued = [];
+    if (waiters.length === 0) return;
+    const ctx = `${this.#incarnation}.r${++this.#seq}`;
+    if (!this.#core.readIndex(new TextEncoder().encode(ctx))) {
+      // No leader known: wait for one (the requests' deadlines bound this).
+      this.#readsQueued = waiters;
+      return;
+    }
+    this.#readRound = { ctx, waiters, startedTicks: this.#ticks };
+    this.#schedule();
+  }
+
+  /** A round lost on the way (a dropped message, a deposed leader) is retried. */
+  #checkReadRound(): void {
+    const round = this.#readRound;
+    if (round && this.#ticks - round.startedTicks > 10) {
+      this.#readRound = undefined;
+      this.#readsQueued.unshift(...round.waiters);
+    }
+    this.#startReadRound();
+  }
+
+  /** Waits until a read at this moment is linearizable here. */
+  #linearizable(signal: AbortSignal): Promise<void> {
+    this.#checkRunning();
+    if (this.#readsQueued.length >= READS_PENDING_MAX) {
+      return Promise.reject(new UnavailableError("Cannot read: too many reads pending"));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () =>
+        reject(new UnavailableError("Cannot read: no leader confirmed the read in time"));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#readsQueued.push({
+        signal,
+        resolve: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject: (e) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      });
+      this.#startReadRound();
+    });
+  }
+
+  // ------------------------------------------------------------ KvService
+
+  /** Sets `key` to `value`; resolves once committed and applied here. */
+  async put(key: string, value: string, signal: AbortSignal): Promise<void> {
+    await this.#proposeCommand({ op: "put", key, value }, signal);
+  }
+
+  /** Deletes `key`; true if it existed. */
+  delete(key: string, signal: AbortSignal): Promise<boolean> {
+    return this.#proposeCommand({ op: "delete", key }, signal);
+  }
+
+  /** The value of `key`, linearizably. */
+  async get(key: string, signal: AbortSignal): Promise<string | undefined> {
+    await this.#linearizable(signal);
+    return this.#kv.get(key);
+  }
+
+  async #proposeCommand(cmd: KvCommand, signal: AbortSignal): Promise<boolean> {
+    this.#checkRunning();
+    if (this.#proposals.size >= PROPOSALS_PENDING_MAX) {
+      throw new UnavailableError("Cannot write: too many writes pending");
+    }
+    await this.#waitForLeader(signal);
+    const id = `${this.#incarnation}.${++this.#seq}`;
+    const data = encodeCommand({ ...cmd, id });
+    return await new Promise<boolean>((resolve, reject) => {
+      const onAbort = () => {
+        this.#proposals.delete(id);
+        reject(
+          new OutcomeUnknownError(
+            "Cannot confirm the write in time: it may still be applied; retry to be sure",
+          ),
+        );
+      };
+      const done = () => signal.removeEventListener("abort", onAbort);
+      this.#proposals.set(id, {
+        resolve: (v) => {
+          done();
+          resolve(v);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
+      signal.addEventListener("abort", onAbort, { once: true });
+      if (!this.#core.propose(data)) {
+        this.#proposals.delete(id);
+        done();
+        reject(new UnavailableError("Cannot write: the leader is not accepting proposals now"));
+        return;
+      }
+      this.#schedule();
+    });
+  }
+
+  async #waitForLeader(signal: AbortSignal): Promise<void> {
+    if (this.#core.leader !== NONE) return;
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(new UnavailableError("Cannot serve: no leader elected in time"));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#leaderWaiters.push({
+        resolve: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject,
+      });
+    });
+  }
+
+  /** The members as this node knows them (committed membership). */
+  members(_signal?: AbortSignal): Promise<Member[]> {
+    const conf = this.#core.conf();
+    const leader = this.#core.leader;
+    const list: Member[] = [];
+    for (const [ids, type] of [[conf.voters, "voter"], [conf.learners, "learner"]] as const) {
+      for (const id of ids) {
+        const m = this.#members.get(id);
+        list.push({ id, addr: m?.addr ?? "", api: m?.api ?? "", type, leader: id === leader });
+      }
+    }
+    list.sort((a, b) => a.id - b.id);
+    return Promise.resolve(list);
+  }
+
+  /** Removes a member; resolves once the removal is committed and applied here. */
+  async removeMember(id: NodeId, signal: AbortSignal): Promise<void> {
+    this.#checkRunning();
+    const conf = this.#core.conf();
+    if (!conf.voters.includes(id) && !conf.learners.includes(id)) {
+      throw new UnknownMemberError(`Cannot remove node ${id}: it is not a member`);
+    }
+    if (this.#core.role !== "leader") {
+      // Wait for the removal to apply here too, so a read that follows sees it.
+      const applied = this.#waitConfApplied("remove", id, signal);
+      applied.catch(() => {});
+      await this.#forwardToLeader({ type: "remove", id }, signal);
+      await applied;
+      return;
+    }
+    await this.#changeMembership({ type: "remove", nodeId: id }, signal);
+  }
+
+  /** A status summary for operators. */
+  status(): CoreStatus & { cluster: string; raft: string; api: string; keys: number } {
+    return {
+      ...this.#core.status(),
+      applied: this.#appliedIndex,
+      cluster: this.clusterId,
+      raft: this.raftAddr,
+      api: this.apiAddr,
+      keys: this.#kv.size,
+    };
+  }
+
+  // ------------------------------------------------------------ membership
+
+  /** Proposes one membership change on the leader and waits until it is applied here. */
+  #changeMembership(cc: ConfChange, signal: AbortSignal): Promise<void> {
+    return this.#withMembershipLock(() => this.#changeMembershipLocked(cc, signal));
+  }
+
+  /** Runs `fn` after every membership change queued before it (one at a time). */
+  #withMembershipLock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#membershipLock.then(fn);
+    this.#membershipLock = run.catch(() => {});
+    return run;
+  }
+
+  async #changeMembershipLocked(cc: ConfChange, signal: AbortSignal): Promise<void> {
+    {
+      for (let attempt = 0;; attempt++) {
+        if (signal.aborted) throw new UnavailableError("Cannot change membership in time");
+        if (this.#core.role !== "leader") {
+          throw new NotLeaderError("Cannot change membership: not the leader", this.#core.leader);
+        }
+        const error = confChangeError(this.#core.conf(), cc);
+        if (error !== undefined) {
+          if (cc.type === "remove") throw new UnknownMemberError(`Cannot remove: ${error}`);
+          throw new UnavailableError(`Cannot change membership: ${error}`);
+        }
+        // The waiter is registered in the same turn as the proposal: it cannot apply before.
+        if (this.#core.canChangeConf() && this.#core.proposeConfChange(cc)) {
+          this.#schedule();
+          await this.#waitConfApplied(cc.type, cc.nodeId, signal);
+          return;
+        }
+        await delay(Math.min(50 * (attempt + 1), 500), signal);
+      }
+    }
+  }
+
+  #waitConfApplied(type: ConfChange["type"], nodeId: NodeId, signal: AbortSignal): Promise<void> {
+    const key = `${type}:${nodeId}`;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () =>
+        reject(new OutcomeUnknownError("Cannot confirm the membership change in time"));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const list = this.#confWaiters.get(key) ?? [];
+      list.push({
+        resolve: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject,
+      });
+      this.#confWaiters.set(key, list);
+    });
+  }
+
+  /** The leader promotes learners that have caught up. */
+  #maybePromoteLearners(): void {
+    if (this.#promoting || this.#core.role !== "leader") return;
+    const st = this.#core.status();
+    const learner = st.conf.learners.find((id) => {
+      const pr = st.progress?.[id];
+      return pr !== undefined && pr.active && st.commit - pr.match <= 100;
+    });
+    if (learner === undefined) return;
+    this.#promoting = true;
+    const signal = AbortSignal.timeout(5000);
+    this.#changeMembership({ type: "promote", nodeId: learner }, signal).then(
+      () => this.#log("promoted learner to voter", { node: learner }),
+      (error) => this.#log("cannot promote learner yet", { node: learner, error: String(error) }),
+    ).finally(() => this.#promoting = false);
+  }
+
+  /** Handles a join request on the leader: the new node is added as a learner. */
+  #join(addr: string, api: string, signal: AbortSignal): Promise<JoinAnswer> {
+    return this.#withMembershipLock(async () => {
+      // Joining twice with the same address is idempotent.
+      const conf = this.#core.conf();
+      for (const [id, m] of this.#members) {
+        if (
+          m.addr === addr && !m.removed && (conf.voters.includes(id) || conf.learners.includes(id))
+        ) {
+          return this.#joinAnswer(id);
+        }
+      }
+      // Ids only grow: a removed id is never handed out again.
+      const nodeId = Math.max(0, ...this.#members.keys(), ...conf.removed) + 1;
+      const context = encode({ addr, api } satisfies ConfContext);
+      await this.#changeMembershipLocked({ type: "addLearner", nodeId, context }, signal);
+      this.#log("added learner", { node: nodeId, addr, api });
+      return this.#joinAnswer(nodeId);
+    });
+  }
+
+  #joinAnswer(nodeId: NodeId): JoinAnswer {
+    const members: [NodeId, string, string][] = [];
+    for (const [id, m] of this.#members) if (!m.removed) members.push([id, m.addr, m.api]);
+    return { nodeId, clusterId: this.clusterId, members };
+  }
+
+  // ------------------------------------------------------------ rpc
+
+  async #onRequest(req: unknown): Promise<unknown> {
+    const r = req as { type?: string; addr?: string; api?: string; id?: number };
+    const signal = AbortSignal.timeout(10_000);
+    if (this.#core.role !== "leader") {
+      if (r.type === "join" || r.type === "remove") return await this.#forwardToLeader(r, signal);
+    }
+    switch (r.type) {
+      case "join":
+        if (typeof r.addr !== "string" || typeof r.api !== "string") {
+          throw new TypeError("Cannot join: the request needs addr and api");
+        }
+        return await this.#join(r.addr, r.api, signal);
+      case "remove":
+        if (typeof r.id !== "number") throw new TypeError("Cannot remove: the request needs id");
+        await this.#changeMembership({ type: "remove", nodeId: r.id }, signal);
+        return { ok: true };
+      default:
+        throw new TypeError(`Cannot serve request of type ${String(r.type)}`);
+    }
+  }
+
+  async #forwardToLeader(req: unknown, signal: AbortSignal): Promise<unknown> {
+    await this.#waitForLeader(signal);
+    const leader = this.#members.get(this.#core.leader);
+    if (!leader) throw new UnavailableError("Cannot forward: the leader's address is unknown");
+    const resp = await this.#transport.request(leader.addr, req, { timeoutMs: 10_000 }) as {
+      error?: string;
+    };
+    if (resp && typeof resp === "object" && typeof resp.error === "string") {
+      if (resp.error.includes("not a member")) throw new UnknownMemberError(resp.error);
+      throw new UnavailableError(`The leader refused: ${resp.error}`);
+    }
+    return resp;
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  #checkRunning(): void {
+    if (this.#stopping || this.#stopped) {
+      throw new StoppedError("Cannot serve: the node is shutting down");
+    }
+  }
+
+  #onRemoved(): void {
+    if (this.#stopping) return;
+    this.#log("removed from the cluster: shutting down", { id: this.id });
+    // Let the answer to the removal request go out first.
+    setTimeout(() => void this.#shutdown({ reason: "removed" }), 200);
+    this.#stopping = true;
+  }
+
+  #fail(error: unknown): void {
+    const e = error instanceof Error ? error : new Error(String(error));
+    this.#log("fatal: stopping the node", { id: this.id, error: e.message });
+    void this.#shutdown({ reason: "failed", error: e });
+  }
+
+  /** Stops gracefully: a leader hands leadership over first. */
+  async close(): Promise<void> {
+    if (this.#stopped) return;
+    if (!this.#stopping && this.#core.role === "leader") await this.#handOver();
+    await this.#shutdown({ reason: "closed" });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #handOver(): Promise<void> {
+    const st = this.#core.status();
+    const heir = st.conf.voters
+      .filter((id) => id !== this.id && st.progress?.[id]?.active)
+      .sort((a, b) => (st.progress?.[b]?.match ?? 0) - (st.progress?.[a]?.match ?? 0))[0];
+    if (heir === undefined) return;
+    this.#log("handing leadership over", { to: heir });
+    this.#core.transferLeader(heir);
+    this.#schedule();
+    const deadline = Date.now() + 2000;
+    while (this.#core.role === "leader" && Date.now() < deadline) await delay(20);
+  }
+
+  async #shutdown(reason: StopReason): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopping = true;
+    this.#stopped = true;
+    clearInterval(this.#ticker);
+    const err = new StoppedError("Cannot serve: the node stopped");
+    for (const w of this.#proposals.values()) w.reject(err);
+    this.#proposals.clear();
+    for (const list of this.#confWaiters.values()) for (const w of list) w.reject(err);
+    this.#confWaiters.clear();
+    for (const w of this.#leaderWaiters.splice(0)) w.reject(err);
+    const reads = [
+      ...this.#readsQueued,
+      ...(this.#readRound?.waiters ?? []),
+      ...this.#readsApplying.flatMap((r) => r.waiters),
+    ];
+    for (const w of reads) w.reject(err);
+    await this.#transport.close().catch(() => {});
+    await this.#storage.close().catch(() => {});
+    this.#log("node stopped", { id: this.id, reason: reason.reason });
+    this.#stop(reason);
+  }
+}
+
+/** Decides how the node starts: restart, join, or a new cluster. */
+async function prepare(
+  storage: LogStorage,
+  loaded: LoadedState,
+  transport: TcpTransport,
+  options: NodeOptions & { raftAddr: string; apiAddr: string },
+  log: (message: string, fields: Record<string, unknown>) => void,
+): Promise<{
+  identity: Identity;
+  initial: InitialState;
+  kv: KvStore;
+  members: Map<NodeId, MemberAddr>;
+}> {
+  if (loaded.identity) {
+    if (options.join) log("restarting from existing state; --join ignored", { join: options.join });
+    const snap = loaded.snapshot;
+    let kv = new KvStore();
+    let members = new Map<NodeId, MemberAddr>();
+    if (snap) {
+      const payload = decodeSnapshotPayload(snap.data);
+      kv = KvStore.restore(payload.kv);
+      members = membersFromPayload(payload);
+    }
+    const snapshotMeta = snap?.meta ?? { index: 0, term: 0, conf: emptyConf() };
+    // Addresses of members added after the snapshot come from the log's membership entries.
+    for (const e of loaded.entries) {
+      if (e.type !== "conf") continue;
+      try {
+        const cc = decodeConfChange(e.data);
+        if (cc.context) {
+          const ctx = decode(cc.context) as ConfContext;
+          if (!members.has(cc.nodeId)) {
+            members.set(cc.nodeId, { addr: ctx.addr, api: ctx.api, removed: false });
+          }
+        }
+      } catch { /* a malformed entry is skipped by the core as well */ }
+    }
+    transport.setIdentity(loaded.identity.nodeId, loaded.identity.clusterId);
+    return {
+      identity: loaded.identity,
+      initial: {
+        hardState: loaded.hardState,
+        snapshotMeta,
+        entries: loaded.entries,
+        applied: snapshotMeta.index,
+      },
+      kv,
+      members,
+    };
+  }
+  if (options.join) {
+    const answer = await joinCluster(transport, options, log);
+    const identity: Identity = { nodeId: answer.nodeId, clusterId: answer.clusterId };
+    await storage.saveIdentity(identity);
+    transport.setIdentity(identity.nodeId, identity.clusterId);
+    return {
+      identity,
+      initial: {
+        hardState: { term: 0, vote: NONE, commit: 0 },
+        snapshotMeta: { index: 0, term: 0, conf: emptyConf() },
+        entries: [],
+        applied: 0,
+      },
+      kv: new KvStore(),
+      members: new Map(
+        answer.members.map(([id, addr, api]) => [id, { addr, api, removed: false }]),
+      ),
+    };
+  }
+  // A new one-member cluster: entry 1 makes this node its first voter.
+  const identity: Identity = { nodeId: 1, clusterId: crypto.randomUUID() };
+  const context = encode(
+    {
+      addr: options.raftAddr,
+      api: options.apiAddr,
+      clusterId: identity.clusterId,
+    } satisfies ConfContext,
+  );
+  const cc: ConfChange = { type: "addVoter", nodeId: 1, context };
+  const entry: Entry = { index: 1, term: 1, type: "conf", data: encode(cc) };
+  const hardState = { term: 1, vote: NONE, commit: 1 };
+  await storage.save({ entries: [entry], hardState });
+  await storage.saveIdentity(identity);
+  transport.setIdentity(identity.nodeId, identity.clusterId);
+  log("bootstrapped a new cluster", { id: 1, cluster: identity.clusterId });
+  return {
+    identity,
+    initial: {
+      hardState,
+      snapshotMeta: { index: 0, term: 0, conf: emptyConf() },
+      entries: [entry],
+      applied: 0,
+    },
+    kv: new KvStore(),
+    members: new Map(),
+  };
+}
+
+/** Asks `options.join`'s cluster for an id, retrying until it answers or time runs out. */
+async function joinCluster(
+  transport: TcpTransport,
+  options: NodeOptions & { raftAddr: string; apiAddr: string },
+  log: (message: string, fields: Record<string, unknown>) => void,
+): Promise<JoinAnswer> {
+  const deadline = Date.now() + (options.joinTimeoutMs ?? 60_000);
+  let lastError = "";
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    try {
+      const resp = await transport.request(
+        options.join!,
+        { type: "join", addr: options.raftAddr, api: options.apiAddr },
+        { timeoutMs: 12_000 },
+      ) as Partial<JoinAnswer> & { error?: unknown };
+      if (
+        typeof resp?.nodeId === "number" && typeof resp.clusterId === "string" &&
+        Array.isArray(resp.members)
+      ) {
+        log("joined the cluster", { id: resp.nodeId, cluster: resp.clusterId, via: options.join });
+        return { nodeId: resp.nodeId, clusterId: resp.clusterId, members: resp.members };
+      }
+      lastError = String(resp?.error ?? "malformed answer");
+    } catch (error) {
+      lastError = error instanceof Error ? error.message : String(error);
+    }
+    if (attempt % 5 === 0) {
+      log("join not answered yet; retrying", { via: options.join, error: lastError });
+    }
+    await delay(Math.min(200 * (attempt + 1), 1000));
+  }
+  throw new Error(
+    `Cannot join the cluster through ${options.join}: ${lastError}. Check that a member is running there`,
+  );
+}
+
+function decodeSnapshotPayload(data: Uint8Array): SnapshotPayload {
+  const p = decode(data) as SnapshotPayload;
+  if (typeof p !== "object" || p === null || p.v !== SNAPSHOT_PAYLOAD_VERSION) {
+    throw new TypeError("Cannot read the snapshot: unknown payload version");
+  }
+  return p;
+}
+
+function membersFromPayload(p: SnapshotPayload): Map<NodeId, MemberAddr> {
+  return new Map(p.members.map(([id, addr, api, removed]) => [id, { addr, api, removed }]));
+}
+
+/** The address peers dial: the bound one, with an unspecified host replaced by 127.0.0.1. */
+function advertised(bound: string, _listen: string): string {
+  const i = bound.lastIndexOf(":");
+  const host = bound.slice(0, i);
+  const port = bound.slice(i + 1);
+  if (host === "" || host === "0.0.0.0" || host === "[::]" || host === "::") {
+    return `127.0.0.1:${port}`;
+  }
+  return bound;
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
