@@ -578,7 +578,15 @@ export async function runLoadProcess(
 ): Promise<{ result: LoadResult; socketsMidRun: number }> {
   const loadPath = new URL("./load.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env", loadPath, "--config", JSON.stringify(cfg)],
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read=/proc",
+      loadPath,
+      "--config",
+      JSON.stringify(cfg),
+    ],
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",
@@ -711,6 +719,8 @@ export interface RowResult {
   spec: RowSpec;
   result: LoadResult;
   socketsMidRun: number;
+  /** CPU cores the server processes kept busy on average during the row (sum over nodes). */
+  serverCores: number;
 }
 
 /** Runs every row against a cluster, each from a fresh load-generator process. */
@@ -735,22 +745,27 @@ export async function runWorkloads(cluster: Cluster, opts: WorkloadOptions): Pro
       readRanges: [...readRanges],
       client: opts.client,
       timeoutMs: opts.timeoutMs,
+      watchPids: cluster.nodes.map((n) => n.proc.pid),
     };
     if (spec.mode !== "write" && readRanges.length === 0) {
       console.error(`skipping ${spec.label}: no keys written before it`);
       continue;
     }
     const { result, socketsMidRun } = await runLoadProcess(cfg);
+    const serverCores = result.watchedCpuS / result.elapsedS;
     if (spec.mode === "write" && result.keysIssued > 0) {
       readRanges.push({ prefix, count: result.keysIssued });
     }
     console.error(
       `${cfg.label}: ${Math.round(result.opsPerS)} ops/s p50 ${fmtMs(result.p50Ms)} ms ` +
         `p99 ${fmtMs(result.p99Ms)} ms p99.9 ${fmtMs(result.p999Ms)} ms ` +
-        `non2xx ${result.non2xx} errors ${result.errors} sockets ${socketsMidRun}` +
+        `non2xx ${result.non2xx} errors ${result.errors} sockets ${socketsMidRun} ` +
+        `cores: servers ${serverCores.toFixed(2)} load ${
+          (result.cpuS / result.elapsedS).toFixed(2)
+        }` +
         (result.errorSamples.length ? ` (${result.errorSamples[0]})` : ""),
     );
-    out.push({ spec, result, socketsMidRun });
+    out.push({ spec, result, socketsMidRun, serverCores });
   }
   return out;
 }
@@ -811,6 +826,34 @@ export function comparisonTable(raftkv: RowResult[], etcd: RowResult[]): string 
         fmtRatio(a?.opsPerS, b?.opsPerS),
         fmtRatio(a?.p50Ms, b?.p50Ms),
         fmtRatio(a?.p99Ms, b?.p99Ms),
+      );
+    }
+    return cells;
+  });
+  return renderTable(header, rows);
+}
+
+/** CPU per row: cores busy in the servers (sum of nodes) and in the load generator, and server CPU per op. */
+export function cpuTable(raftkv: RowResult[], etcd: RowResult[]): string {
+  const header = ["cpu (2 cores total)"];
+  const sys: [string, RowResult[]][] = [];
+  if (raftkv.length) sys.push(["raftkv", raftkv]);
+  if (etcd.length) sys.push(["etcd", etcd]);
+  for (const [name] of sys) header.push(`${name} servers`, "loadgen", "srv us/op");
+  const labels = [...new Set([...raftkv, ...etcd].map((r) => r.spec.label))];
+  const rows = labels.map((label) => {
+    const cells = [label];
+    for (const [, rs] of sys) {
+      const r = rs.find((x) => x.spec.label === label);
+      if (r === undefined) {
+        cells.push("-", "-", "-");
+        continue;
+      }
+      const ops = r.result.opsPerS;
+      cells.push(
+        r.serverCores.toFixed(2),
+        (r.result.cpuS / r.result.elapsedS).toFixed(2),
+        ops > 0 ? Math.round((r.serverCores / ops) * 1e6).toString() : "-",
       );
     }
     return cells;
@@ -956,6 +999,8 @@ async function main(): Promise<number> {
   const socketNote = [...raftkvRows, ...etcdRows]
     .map((r) => `${r.result.label}: ${r.socketsMidRun}`)
     .join(", ");
+  console.log("");
+  console.log(cpuTable(raftkvRows, etcdRows));
   console.log("");
   console.log(
     "ops/s counts 2xx answers only (reads: key found); latencies are of those, from the load " +

@@ -55,6 +55,8 @@ export interface LoadConfig {
   client: "fetch" | "node";
   /** Per-request timeout. */
   timeoutMs: number;
+  /** Server pids whose CPU use over the measured window is reported (Linux). */
+  watchPids?: number[];
 }
 
 /** What a run measured. Latencies are of successful requests only, in milliseconds. */
@@ -85,6 +87,24 @@ export interface LoadResult {
   statusCounts: Record<string, number>;
   /** A few error messages, for the log. */
   errorSamples: string[];
+  /** CPU seconds (user + system) this process used from the start of the measured window to the end; NaN off Linux. */
+  cpuS: number;
+  /** CPU seconds the watchPids used together over the measured window; NaN off Linux. */
+  watchedCpuS: number;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; NaN if unreadable. */
+export function processCpuSeconds(pid: number | "self"): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const utime = Number(fields[11]);
+    const stime = Number(fields[12]);
+    return (utime + stime) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
 }
 
 interface Answer {
@@ -285,6 +305,13 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   const enc = new TextEncoder();
   let lastOk = 0;
   let lastT = start;
+  let cpuAtMeasure = NaN;
+  let watchedAtMeasure = NaN;
+  const watched = () => (cfg.watchPids ?? []).reduce((a, p) => a + processCpuSeconds(p), 0);
+  const cpuTimer = setTimeout(() => {
+    cpuAtMeasure = processCpuSeconds("self");
+    watchedAtMeasure = watched();
+  }, cfg.warmupSeconds * 1000);
   const progress = setInterval(() => {
     const now = performance.now();
     const rate = (okAll - lastOk) / ((now - lastT) / 1000);
@@ -299,9 +326,12 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
     await Promise.all(Array.from({ length: cfg.clients }, (_, i) => client(i)));
   } finally {
     clearInterval(progress);
+    clearTimeout(cpuTimer);
     if (tty) Deno.stderr.writeSync(enc.encode("\r\x1b[K"));
   }
 
+  const cpuS = processCpuSeconds("self") - cpuAtMeasure;
+  const watchedCpuS = watched() - watchedAtMeasure;
   const sorted = samples.values.slice(0, samples.length).sort();
   const elapsedS = Math.max(1e-9, (lastDone - measureFrom) / 1000);
   let sum = 0;
@@ -324,6 +354,8 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
     failedKeys,
     statusCounts,
     errorSamples,
+    cpuS,
+    watchedCpuS,
   };
 }
 

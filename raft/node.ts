@@ -234,6 +234,7 @@ export class RaftNode implements AsyncDisposable {
         log,
       });
       // Requests that arrive before the node exists are refused with a clear error.
+      // deno-lint-ignore prefer-const -- assigned below, once the handlers exist
       let node: RaftNode | undefined;
       const early: Message[] = [];
       await transport.listen({
