@@ -845,6 +845,10 @@ export class RaftNode implements AsyncDisposable {
   #onRemoved(): void {
     if (this.#stopping) return;
     this.#log("removed from the cluster: shutting down", { id: this.id });
+    // Being told of our removal proves it committed: a request that asked for it succeeded.
+    const key = `remove:${this.id}`;
+    for (const w of this.#confWaiters.get(key) ?? []) w.resolve();
+    this.#confWaiters.delete(key);
     // Let the answer to the removal request go out first.
     setTimeout(() => void this.#shutdown({ reason: "removed" }), 200);
     this.#stopping = true;
