@@ -1,5 +1,9 @@
-import { FileStorage } from "./file_storage.ts";
-import { storageConformance } from "./storage_conformance.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "../tests/assert.ts";
+import { FileStorage, type FileStorageOptions } from "./file_storage.ts";
+import { encode } from "./msgpack.ts";
+import { type LoadedState, StorageCorruptionError } from "./storage.ts";
+import { entries, entry, snapshot, storageConformance } from "./storage_conformance.ts";
+import { entryData } from "./testdata/wal_writer.ts";
 
 storageConformance("FileStorage", async () => {
   const dir = await Deno.makeTempDir({ prefix: "raftkv-storage-" });
@@ -16,4 +20,399 @@ storageConformance("FileStorage", async () => {
       await Deno.remove(dir, { recursive: true });
     },
   };
+});
+
+// ---- file-specific tests ----------------------------------------------------
+
+/** Runs `fn` with a fresh state directory, removed afterwards. */
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "raftkv-storage-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` with console.warn captured; returns the captured calls. */
+async function capturingWarnings(fn: () => Promise<void>): Promise<unknown[][]> {
+  const original = console.warn;
+  const calls: unknown[][] = [];
+  console.warn = (...args: unknown[]) => calls.push(args);
+  try {
+    await fn();
+  } finally {
+    console.warn = original;
+  }
+  return calls;
+}
+
+/** Opens, loads and closes the storage in `dir`; returns the loaded state. */
+async function loadDir(dir: string, options: FileStorageOptions = {}): Promise<LoadedState> {
+  await using storage = await FileStorage.open(dir, options);
+  return await storage.load();
+}
+
+function indexes(state: LoadedState): number[] {
+  return state.entries.map((e) => e.index);
+}
+
+const SEGMENT_1 = "wal-0000000000000001.wal";
+
+/** Where one WAL record ends, and what the log holds once it is complete. */
+interface RecordEnd {
+  end: number;
+  lastIndex: number;
+  commit: number;
+}
+
+/**
+ * Writes one save per entry 1..count (every other one with a hard state, a
+ * second record) and returns where each record ends in the segment.
+ */
+async function writeSmallWal(dir: string, count: number): Promise<RecordEnd[]> {
+  const records: RecordEnd[] = [];
+  await using storage = await FileStorage.open(dir);
+  await storage.load();
+  let commit = 0;
+  for (let i = 1; i <= count; i++) {
+    const hardState = i % 2 === 0 ? { term: 1, vote: 1, commit: i - 1 } : undefined;
+    await storage.save({ entries: [entry(i, 1)], ...(hardState ? { hardState } : {}) });
+    const end = (await Deno.stat(`${dir}/${SEGMENT_1}`)).size;
+    if (hardState) {
+      const hardStateBytes = 12 + encode([2, 1, 1, hardState.commit]).length;
+      records.push({ end: end - hardStateBytes, lastIndex: i, commit });
+      commit = hardState.commit;
+    }
+    records.push({ end, lastIndex: i, commit });
+  }
+  return records;
+}
+
+Deno.test("FileStorage: a cut at every byte of the last records recovers exactly the complete records before it", async () => {
+  await withDir(async (dir) => {
+    const records = await writeSmallWal(dir, 12);
+    const full = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    const from = records[records.length - 6]!.end; // the last five records
+    let cuts = 0;
+    for (let cut = from; cut <= full.length; cut++) {
+      await Deno.writeFile(`${dir}/${SEGMENT_1}`, full.subarray(0, cut));
+      const complete = records.filter((r) => r.end <= cut).at(-1)!;
+      let state: LoadedState | undefined;
+      const warnings = await capturingWarnings(async () => {
+        state = await loadDir(dir);
+      });
+      assertEquals(indexes(state!), entries(1, complete.lastIndex, 1).map((e) => e.index));
+      assertEquals(state!.entries.at(-1)?.data, entry(complete.lastIndex, 1).data);
+      assertEquals(state!.hardState.commit, complete.commit, `commit after a cut at ${cut}`);
+      const torn = cut !== complete.end;
+      assertEquals(warnings.length, torn ? 1 : 0, `warnings for a cut at ${cut}`);
+      if (torn) {
+        assertEquals(warnings[0]![0], "wal: cut torn tail");
+        assertEquals(warnings[0]![1], {
+          file: `${dir}/${SEGMENT_1}`,
+          offset: complete.end,
+          bytes: cut - complete.end,
+        });
+        // The cut is durable: the file now ends at the last complete record.
+        assertEquals((await Deno.stat(`${dir}/${SEGMENT_1}`)).size, complete.end);
+      }
+      cuts++;
+    }
+    assert(cuts > 100);
+  });
+});
+
+Deno.test("FileStorage: zeros after the last complete record are cut as a torn tail", async () => {
+  await withDir(async (dir) => {
+    const records = await writeSmallWal(dir, 3);
+    const file = await Deno.open(`${dir}/${SEGMENT_1}`, { write: true, append: true });
+    await file.write(new Uint8Array(4096));
+    file.close();
+    let state: LoadedState | undefined;
+    const warnings = await capturingWarnings(async () => {
+      state = await loadDir(dir);
+    });
+    assertEquals(indexes(state!), [1, 2, 3]);
+    assertEquals(warnings[0]![1], {
+      file: `${dir}/${SEGMENT_1}`,
+      offset: records.at(-1)!.end,
+      bytes: 4096,
+    });
+  });
+});
+
+Deno.test("FileStorage: a flipped bit anywhere but the last record's payload stops the load", async () => {
+  await withDir(async (dir) => {
+    const count = 6;
+    const records = await writeSmallWal(dir, count);
+    const full = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    // Save 6 holds an entries record and a hard-state record; the last one is the hard state.
+    const lastRecordStart = full.length - (12 + encode([2, 1, 1, 5]).length);
+    let thrown = 0;
+    for (let pos = 0; pos < full.length; pos++) {
+      const damaged = full.slice();
+      damaged[pos]! ^= 1 << (pos % 8);
+      await Deno.writeFile(`${dir}/${SEGMENT_1}`, damaged);
+      try {
+        const state = await capturingWarnings(() => loadDir(dir).then(() => {}));
+        // Only the last record may be cut, and only for a payload bit flip.
+        assert(pos >= lastRecordStart + 12, `a flip at ${pos} was not detected`);
+        assertEquals(state.length, 1);
+        const after = await loadDir(dir);
+        assertEquals(indexes(after), entries(1, count, 1).map((e) => e.index));
+        assertEquals(after.hardState, { term: 1, vote: 1, commit: 3 });
+      } catch (error) {
+        if (!(error instanceof StorageCorruptionError)) throw error;
+        assertStringIncludes(error.message, `${dir}/${SEGMENT_1} at offset `);
+        assertStringIncludes(error.message, "re-join");
+        thrown++;
+      }
+    }
+    assertEquals(records.at(-1)!.end, full.length);
+    assert(thrown >= lastRecordStart + 12);
+  });
+});
+
+Deno.test("FileStorage: damage to the last record of an earlier segment stops the load", async () => {
+  await withDir(async (dir) => {
+    const options = { segmentBytesMax: 200 };
+    {
+      await using storage = await FileStorage.open(dir, options);
+      await storage.load();
+      for (let i = 1; i <= 30; i++) await storage.save({ entries: [entry(i, 1)] });
+    }
+    const segments = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".wal"))
+      .sort();
+    assert(segments.length >= 3);
+    const path = `${dir}/${segments[0]}`;
+    const original = await Deno.readFile(path);
+    const damaged = original.slice();
+    damaged[damaged.length - 1]! ^= 0x10;
+    await Deno.writeFile(path, damaged);
+    const error = await assertRejects(() => loadDir(dir, options), StorageCorruptionError);
+    assertStringIncludes(error.message, `Cannot open WAL segment ${path} at offset`);
+    assertStringIncludes(error.message, "checksum mismatch");
+    // Truncated instead: the record runs past the end of a segment that is not the last.
+    await Deno.writeFile(path, original.subarray(0, original.length - 3));
+    await assertRejects(() => loadDir(dir, options), StorageCorruptionError, "past the end");
+    await Deno.writeFile(path, original);
+    assertEquals(indexes(await loadDir(dir, options)), entries(1, 30, 1).map((e) => e.index));
+  });
+});
+
+Deno.test("FileStorage: a missing segment in the middle stops the load", async () => {
+  await withDir(async (dir) => {
+    const options = { segmentBytesMax: 200 };
+    {
+      await using storage = await FileStorage.open(dir, options);
+      await storage.load();
+      for (let i = 1; i <= 30; i++) await storage.save({ entries: [entry(i, 1)] });
+    }
+    await Deno.remove(`${dir}/wal-0000000000000002.wal`);
+    await assertRejects(
+      () => loadDir(dir, options),
+      StorageCorruptionError,
+      "wal-0000000000000002.wal: it is missing",
+    );
+  });
+});
+
+Deno.test("FileStorage: a wrong format version in a segment header stops the load", async () => {
+  await withDir(async (dir) => {
+    await writeSmallWal(dir, 2);
+    const bytes = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    bytes[4] = 9;
+    await Deno.writeFile(`${dir}/${SEGMENT_1}`, bytes);
+    await assertRejects(() => loadDir(dir), StorageCorruptionError, "format version 9");
+  });
+});
+
+Deno.test("FileStorage: segments roll at the size limit and compaction removes the old ones", async () => {
+  await withDir(async (dir) => {
+    const options = { segmentBytesMax: 300 };
+    const wals = () => [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".wal")).length;
+    {
+      await using storage = await FileStorage.open(dir, options);
+      await storage.load();
+      for (let i = 1; i <= 60; i++) {
+        await storage.save({ entries: [entry(i, 1)], hardState: { term: 1, vote: 2, commit: i } });
+      }
+      const before = wals();
+      assert(before >= 5, `only ${before} segments`);
+      await storage.saveSnapshot(snapshot(50, 1), 40);
+      assert(wals() < before);
+      assert(wals() >= 2);
+    }
+    const state = await loadDir(dir, options);
+    assertEquals(state.snapshot, snapshot(50, 1));
+    assertEquals(indexes(state), entries(51, 60, 1).map((e) => e.index));
+    assertEquals(state.hardState, { term: 1, vote: 2, commit: 60 });
+  });
+});
+
+Deno.test("FileStorage: only the newest three snapshots are kept", async () => {
+  await withDir(async (dir) => {
+    await using storage = await FileStorage.open(dir);
+    await storage.load();
+    await storage.save({ entries: entries(1, 10, 1) });
+    for (let i = 1; i <= 6; i++) await storage.saveSnapshot(snapshot(i, 1), 0);
+    const snaps = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".snap"));
+    assertEquals(
+      snaps.sort(),
+      [4, 5, 6].map((i) => `snap-${i.toString(16).padStart(16, "0")}.snap`),
+    );
+  });
+});
+
+Deno.test("FileStorage: an unreadable newest snapshot falls back to an older one the WAL still covers", async () => {
+  await withDir(async (dir) => {
+    {
+      await using storage = await FileStorage.open(dir);
+      await storage.load();
+      await storage.save({ entries: entries(1, 30, 1) });
+      await storage.saveSnapshot(snapshot(10, 1), 0);
+      await storage.saveSnapshot(snapshot(20, 1), 0);
+    }
+    const newest = `${dir}/snap-${(20).toString(16).padStart(16, "0")}.snap`;
+    const bytes = await Deno.readFile(newest);
+    bytes[bytes.length - 6]! ^= 1;
+    await Deno.writeFile(newest, bytes);
+    let state: LoadedState | undefined;
+    const warnings = await capturingWarnings(async () => {
+      state = await loadDir(dir);
+    });
+    assertEquals(state!.snapshot, snapshot(10, 1));
+    assertEquals(indexes(state!), entries(11, 30, 1).map((e) => e.index));
+    assertEquals(warnings[0]![0], "snapshot: unreadable, using an older one");
+  });
+});
+
+Deno.test("FileStorage: an unreadable newest snapshot the WAL no longer covers stops the load", async () => {
+  await withDir(async (dir) => {
+    const options = { segmentBytesMax: 200 };
+    {
+      await using storage = await FileStorage.open(dir, options);
+      await storage.load();
+      for (let i = 1; i <= 40; i++) await storage.save({ entries: [entry(i, 1)] });
+      await storage.saveSnapshot(snapshot(10, 1), 0);
+      await storage.saveSnapshot(snapshot(35, 1), 35);
+    }
+    const newest = `${dir}/snap-${(35).toString(16).padStart(16, "0")}.snap`;
+    const bytes = await Deno.readFile(newest);
+    bytes[30]! ^= 1;
+    await Deno.writeFile(newest, bytes);
+    await assertRejects(() => loadDir(dir, options), StorageCorruptionError, "is unreadable");
+  });
+});
+
+Deno.test("FileStorage: a snapshot received just before a crash drops the conflicting log after it", async () => {
+  await withDir(async (dir) => {
+    {
+      await using storage = await FileStorage.open(dir);
+      await storage.load();
+      await storage.save({ entries: entries(1, 8, 1) });
+    }
+    // The snapshot file became durable, the WAL record after it did not.
+    {
+      await using storage = await FileStorage.open(`${dir}/other`);
+      await storage.load();
+      await storage.save({ snapshot: snapshot(5, 2), entries: [] });
+    }
+    const name = `snap-${(5).toString(16).padStart(16, "0")}.snap`;
+    await Deno.copyFile(`${dir}/other/${name}`, `${dir}/${name}`);
+    await Deno.remove(`${dir}/other`, { recursive: true });
+    let state: LoadedState | undefined;
+    await capturingWarnings(async () => {
+      state = await loadDir(dir);
+    });
+    assertEquals(state!.snapshot, snapshot(5, 2));
+    assertEquals(state!.entries, []);
+    assertEquals((await loadDir(dir)).entries, []);
+  });
+});
+
+Deno.test("FileStorage: a failed fsync rejects the save and every later call", async () => {
+  await withDir(async (dir) => {
+    let failing = false;
+    const faultInjector = (operation: string) => {
+      if (failing && operation === "sync") throw new Error("EIO: injected");
+    };
+    {
+      await using storage = await FileStorage.open(dir, { faultInjector });
+      await storage.load();
+      await storage.save({ entries: entries(1, 2, 1) });
+      failing = true;
+      await assertRejects(() => storage.save({ entries: entries(3, 3, 1) }), Error, "stopped");
+      failing = false;
+      await assertRejects(() => storage.save({ entries: entries(3, 3, 1) }), Error, "fail-stop");
+      await assertRejects(() => storage.saveSnapshot(snapshot(2, 1), 2), Error, "fail-stop");
+      await assertRejects(() => storage.saveIdentity({ nodeId: 1, clusterId: "c" }), Error);
+    }
+    const state = await loadDir(dir);
+    assert(indexes(state).length >= 2);
+  });
+});
+
+Deno.test("FileStorage: a second open of the same directory is refused while the first holds it", async () => {
+  await withDir(async (dir) => {
+    await using _storage = await FileStorage.open(dir);
+    await assertRejects(() => FileStorage.open(dir), Error, "holds its lock");
+  });
+});
+
+Deno.test("FileStorage: every acknowledged entry survives SIGKILL at random moments", async () => {
+  await withDir(async (dir) => {
+    const script = new URL("./testdata/wal_writer.ts", import.meta.url).pathname;
+    let rng = 12345;
+    const random = (n: number) => {
+      rng = (Math.imul(rng, 1664525) + 1013904223) >>> 0;
+      return (rng >>> 8) % n;
+    };
+    const acknowledged = new Set<number>();
+    let snapshots = 0;
+    const rounds = 60;
+    for (let round = 0; round < rounds; round++) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--quiet", script, dir, String(round + 1)],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = "";
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      for (;;) {
+        const { value, done } = await lines.read();
+        if (done) break;
+        buffered += value;
+        if (timer === undefined && buffered.includes("ready")) {
+          timer = setTimeout(() => child.kill("SIGKILL"), random(60));
+        }
+      }
+      clearTimeout(timer);
+      const status = await child.status;
+      assertEquals(status.signal, "SIGKILL", `round ${round}: ${buffered.slice(0, 400)}`);
+      for (const line of buffered.split("\n")) {
+        if (line.startsWith("snapshot")) snapshots++;
+        else if (/^\d+$/.test(line)) acknowledged.add(Number(line));
+      }
+      // Reopen and check every acknowledged entry.
+      let state: LoadedState = { hardState: { term: 0, vote: 0, commit: 0 }, entries: [] };
+      await capturingWarnings(async () => {
+        state = await loadDir(dir);
+      });
+      const snapshotIndex = state.snapshot?.meta.index ?? 0;
+      const first = state.entries[0]?.index ?? snapshotIndex + 1;
+      assertEquals(first, snapshotIndex + 1, `round ${round}: entries must follow the snapshot`);
+      for (const index of acknowledged) {
+        if (index <= snapshotIndex) continue;
+        const e = state.entries[index - first];
+        assert(e !== undefined, `round ${round}: acknowledged entry ${index} is missing`);
+        assertEquals(e.index, index);
+        assertEquals(e.data, entryData(index));
+      }
+    }
+    assert(acknowledged.size > 1000, `only ${acknowledged.size} entries acknowledged`);
+    assert(snapshots > 0);
+  });
 });
