@@ -461,11 +461,12 @@ export class RaftCore {
     if (applied) this.#log.applied = Math.max(this.#log.applied, applied.index);
     this.#log.applied = Math.max(this.#log.applied, this.#log.snapIndex);
     this.#log.applying = Math.max(this.#log.applying, this.#log.applied);
-    if (this.#state.role === "leader") {
+    const st = this.#state;
+    if (st.role === "leader") {
       // The leader counts its own copy only once it is durable.
-      const self = this.#state.progress.get(this.id);
-      if (self && self.maybeUpdate(this.#log.stable) && this.#maybeCommit(this.#state)) {
-        this.#bcastAppend(this.#state);
+      const self = st.progress.get(this.id);
+      if (self && self.maybeUpdate(this.#log.stable) && this.#maybeCommit(st)) {
+        this.#bcastAppend(st);
       }
     }
   }
@@ -1103,6 +1104,7 @@ export class RaftCore {
     } else if (pr.state === "replicate") pr.inflights.freeLE(m.index);
 
     if (this.#maybeCommit(st)) this.#bcastAppend(st);
+    else if (this.#state !== st) return; // we committed our own removal and stepped down
     else if (wasPaused) this.#sendAppend(st, m.from);
     // Keep the window full while there is more to send.
     for (let i = 0; i < this.#inflightMessagesMax && this.#sendAppend(st, m.from, false); i++);
@@ -1112,13 +1114,16 @@ export class RaftCore {
     }
   }
 
-  /** §5.3, §5.4.2: commit the highest index on a quorum, only if it is of our term. */
+  /**
+   * §5.3, §5.4.2: commit the highest index on a quorum, only if it is of our
+   * term. True if the commit index moved and we are still this leader.
+   */
   #maybeCommit(st: LeaderState): boolean {
     const ci = committedIndex(this.#conf.voters, (id) => st.progress.get(id)?.match ?? 0);
     if (ci <= this.#log.committed || this.#log.term(ci) !== this.#term) return false;
     const firstOfTerm = !this.#committedInCurrentTerm();
     this.#commitTo(ci);
-    if (this.#state !== st) return true; // our own removal committed: we stepped down
+    if (this.#state !== st) return false; // our own removal committed: we stepped down
     if (firstOfTerm) {
       // Reads that waited for our first commit may go now.
       const waiting = st.readsBeforeCommit;
