@@ -1,0 +1,347 @@
+/**
+ * Unit tests of the pure Raft core, named after the rules of the Raft paper
+ * (Ongaro & Ousterhout, "In Search of an Understandable Consensus
+ * Algorithm") and, where the paper is silent, Ongaro's thesis. They run with
+ * no permissions: the core does no I/O.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "../tests/assert.ts";
+import { bytes, Cluster, stateWithLog } from "./testing.ts";
+import { message, type NodeId } from "./types.ts";
+
+const ELECTION_TICKS = 10;
+
+/** Node `id`'s vote responses (granted or not) sent since `since`. */
+function votesFrom(c: Cluster, id: NodeId, since = 0) {
+  return c.sentOf("voteResp", { from: id, since }).map((m) => ({ to: m.to, granted: !m.reject }));
+}
+
+/** Ticks node `id` (stabilizing after each tick) until `done`, at most `max` ticks; returns the count. */
+function tickUntil(c: Cluster, id: NodeId, done: () => boolean, max = 100): number {
+  for (let i = 1; i <= max; i++) {
+    c.tick(id);
+    if (done()) return i;
+  }
+  throw new Error(`Condition not reached within ${max} ticks of node ${id}`);
+}
+
+/** Ticks every node until `done`, at most `max` rounds; returns the count. */
+function tickAllUntil(c: Cluster, done: () => boolean, max = 200): number {
+  for (let i = 1; i <= max; i++) {
+    c.tickAll();
+    if (done()) return i;
+  }
+  throw new Error(`Condition not reached within ${max} ticks`);
+}
+
+// ---------------------------------------------------------------- §5.1 terms
+
+Deno.test("§5.1 a node rejects a message from a stale term and tells the sender its term", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1); // term 2
+  const before = c.core(2).status();
+  const since = c.sent.length;
+  // A deposed leader of term 1 tries to append.
+  c.deliver(message({
+    type: "app",
+    from: 3,
+    to: 2,
+    term: 1,
+    index: before.lastIndex,
+    logTerm: 2,
+    entries: [{ index: before.lastIndex + 1, term: 1, type: "normal", data: bytes("stale") }],
+    commit: before.lastIndex + 1,
+  }));
+  // And a candidate of term 1 asks for a vote.
+  c.deliver(message({ type: "vote", from: 3, to: 2, term: 1, index: 99, logTerm: 9 }));
+  c.stabilize();
+  const after = c.core(2).status();
+  assertEquals(after.lastIndex, before.lastIndex);
+  assertEquals(after.commit, before.commit);
+  assertEquals(after.term, 2);
+  assertEquals(after.leader, 1);
+  const replies = c.sentOf("appResp", { from: 2, to: 3, since });
+  assertEquals(replies.length, 1);
+  assertEquals(replies[0]!.term, 2);
+  assertEquals(votesFrom(c, 2, since), []);
+});
+
+Deno.test("§5.1 a leader that sees a higher term becomes a follower in that term", () => {
+  const c = new Cluster({ voters: 3, core: { checkQuorum: false } });
+  c.elect(1);
+  assertEquals(c.core(1).term, 2);
+  c.isolate(1);
+  c.elect(2); // term 3, with node 3's vote
+  assertEquals(c.core(1).role, "leader"); // it has not heard yet
+  c.heal();
+  c.tick(1); // its heartbeats are answered with term 3
+  assertEquals(c.core(1).role, "follower");
+  assertEquals(c.core(1).term, 3);
+  c.tick(2);
+  assertEquals(c.core(1).leader, 2);
+});
+
+// ---------------------------------------------------------------- §5.2 elections
+
+Deno.test("§5.2 a follower campaigns after its election timeout and wins with a majority", () => {
+  const c = new Cluster({ voters: 3 });
+  const ticks = tickUntil(c, 1, () => c.core(1).role === "leader");
+  assert(ticks >= ELECTION_TICKS && ticks < 2 * ELECTION_TICKS, `campaigned after ${ticks}`);
+  assertEquals(c.core(1).term, 2);
+  for (const id of [2, 3]) {
+    assertEquals(c.core(id).role, "follower");
+    assertEquals(c.core(id).leader, 1);
+    assertEquals(c.core(id).term, 2);
+    assertEquals(c.core(id).status().vote, 1);
+  }
+});
+
+Deno.test("§5.2 election timeouts are randomized in [electionTicks, 2 × electionTicks)", () => {
+  const timeouts = new Set<number>();
+  for (let seed = 1; seed <= 8; seed++) {
+    const c = new Cluster({ voters: 3, seed });
+    timeouts.add(tickUntil(c, 1, () => c.core(1).role !== "follower", 40));
+  }
+  for (const t of timeouts) assert(t >= ELECTION_TICKS && t < 2 * ELECTION_TICKS, `timeout ${t}`);
+  assert(timeouts.size > 1, `every seed gave the same timeout: ${[...timeouts]}`);
+});
+
+Deno.test("§5.2 a node grants at most one vote per term, first come first served", () => {
+  const c = new Cluster({ voters: 3, core: { preVote: false } });
+  c.deliver(message({ type: "vote", from: 1, to: 3, term: 2, index: 3, logTerm: 1 }));
+  c.deliver(message({ type: "vote", from: 2, to: 3, term: 2, index: 3, logTerm: 1 }));
+  // A repeated request from the node it voted for is granted again (a lost reply).
+  c.deliver(message({ type: "vote", from: 1, to: 3, term: 2, index: 3, logTerm: 1 }));
+  c.stabilize();
+  assertEquals(votesFrom(c, 3), [
+    { to: 1, granted: true },
+    { to: 2, granted: false },
+    { to: 1, granted: true },
+  ]);
+  assertEquals(c.node(3).store.hardState.vote, 1);
+});
+
+Deno.test("§5.2 a split vote is retried after randomized timeouts until one candidate wins", () => {
+  const c = new Cluster({ voters: 4, core: { preVote: false } });
+  c.partition([1, 3], [2, 4]);
+  c.core(1).campaign();
+  c.core(2).campaign();
+  c.stabilize();
+  // Two votes each out of four: nobody has a majority.
+  assertEquals(c.core(1).role, "candidate");
+  assertEquals(c.core(2).role, "candidate");
+  assertEquals(c.core(1).term, 2);
+  assertEquals(c.core(2).term, 2);
+  c.heal();
+  tickAllUntil(c, () => c.leader() !== undefined, 6 * ELECTION_TICKS);
+  const leader = c.leader()!;
+  assert(c.core(leader).term >= 3);
+  for (const id of c.liveIds()) assertEquals(c.core(id).leader, leader);
+});
+
+Deno.test("§5.2 a candidate steps down when it hears from a leader of its own term", () => {
+  const c = new Cluster({ voters: 3, core: { preVote: false } });
+  c.isolate(1);
+  c.core(1).campaign();
+  c.stabilize();
+  assertEquals(c.core(1).role, "candidate");
+  assertEquals(c.core(1).term, 2);
+  c.heal();
+  c.cut(1, 2);
+  c.cut(1, 3);
+  c.elect(2); // term 2 too, with node 3's vote
+  c.heal();
+  c.tick(2); // a heartbeat of term 2
+  assertEquals(c.core(1).role, "follower");
+  assertEquals(c.core(1).term, 2);
+  assertEquals(c.core(1).leader, 2);
+});
+
+// ---------------------------------------------------------------- §5.3 replication
+
+Deno.test("§5.3 the leader commits an entry once a majority stores it, and nodes apply in order", () => {
+  const c = new Cluster({ voters: 5 });
+  c.elect(1);
+  c.isolate(4);
+  c.isolate(5);
+  assert(c.propose(1, "x"));
+  assert(c.propose(2, "y")); // forwarded to the leader
+  c.stabilize();
+  const committed = c.core(1).status().commit;
+  assertEquals(c.core(1).status().lastIndex, committed);
+  for (const id of [1, 2, 3]) assertEquals(c.commands(id), ["x", "y"]);
+  for (const id of [4, 5]) assertEquals(c.commands(id), []);
+
+  c.isolate(3);
+  assert(c.propose(1, "z"));
+  c.stabilize();
+  // Two of five hold it: not committed, not applied.
+  assertEquals(c.core(1).status().commit, committed);
+  assertEquals(c.commands(1), ["x", "y"]);
+
+  c.heal();
+  c.tick(1);
+  for (const id of c.liveIds()) {
+    assertEquals(c.commands(id), ["x", "y", "z"]);
+    assertEquals(
+      c.node(id).applied.map((e) => e.index),
+      [...Array(committed + 1).keys()].map((i) => i + 1),
+    );
+  }
+});
+
+/** Terms after the three bootstrap entries (term 1), from Figure 7 of the paper. */
+const FIGURE_7_LEADER = [4, 4, 5, 5, 6, 6, 6];
+const FIGURE_7_FOLLOWERS: [string, string, number[]][] = [
+  ["a", "is missing entries", [4, 4, 5, 5, 6, 6]],
+  ["b", "is missing many entries", [4]],
+  ["c", "has an extra uncommitted entry", [4, 4, 5, 5, 6, 6, 6, 6]],
+  ["d", "has extra uncommitted entries of a later term", [4, 4, 5, 5, 6, 6, 6, 7, 7]],
+  ["e", "is missing entries and has extra ones", [4, 4, 4, 4]],
+  ["f", "has a long suffix of terms the leader never saw", [2, 2, 2, 3, 3, 3, 3, 3]],
+];
+
+for (const [name, what, terms] of FIGURE_7_FOLLOWERS) {
+  Deno.test(`§5.3 Figure 7 (${name}): a follower that ${what} is brought in line with the leader`, () => {
+    const c = new Cluster({
+      voters: 3,
+      initial: (id) => stateWithLog(3, id === 2 ? terms : FIGURE_7_LEADER, { term: 7 }),
+    });
+    c.elect(1); // term 8, with node 3's vote
+    assertEquals(c.core(1).term, 8);
+    c.tick(1);
+    const expected = [1, 1, 1, ...FIGURE_7_LEADER, 8];
+    assertEquals(c.logTerms(1), expected);
+    assertEquals(c.logTerms(2), expected);
+    assertEquals(c.core(2).entriesFrom(1), c.core(1).entriesFrom(1));
+    assertEquals(c.node(2).store.entries, c.node(1).store.entries);
+    assertEquals(c.core(2).status().commit, expected.length);
+  });
+}
+
+Deno.test("§5.3 fast backtracking repairs a long divergent suffix in a few round trips", () => {
+  const leaderLog = [2, 2, 2, 2, 2, ...Array<number>(50).fill(4)];
+  const followerLog = [2, 2, 2, 2, 2, ...Array<number>(100).fill(3)];
+  const c = new Cluster({
+    voters: 3,
+    initial: (id) => stateWithLog(3, id === 2 ? followerLog : leaderLog, { term: 4 }),
+  });
+  c.elect(1);
+  c.tick(1);
+  assertEquals(c.logTerms(2), c.logTerms(1));
+  const appends = c.sentOf("app", { from: 1, to: 2 });
+  const rejections = c.sentOf("appResp", { from: 2 }).filter((m) => m.reject);
+  // One probe at the end, one at the last term-2 entry, then the whole suffix.
+  assert(rejections.length <= 2, `${rejections.length} rejections`);
+  assert(appends.length <= 4, `${appends.length} appends`);
+});
+
+Deno.test("§5.3 a leader keeps at most inflightMessagesMax appends outstanding to an unresponsive follower", () => {
+  const c = new Cluster({ voters: 3, core: { inflightMessagesMax: 4 } });
+  c.elect(1);
+  c.propose(1, "warm-up");
+  c.stabilize();
+  assertEquals(c.core(1).status().progress?.[3]?.state, "replicate");
+  const since = c.sent.length;
+  c.drop((m) => m.to === 3 || m.from === 3);
+  for (let i = 0; i < 20; i++) {
+    c.propose(1, `v${i}`);
+    c.stabilize();
+  }
+  // Appends that carry entries fill the window; once it is full nothing more goes
+  // (empty appends that only carry the commit index are not tracked).
+  const toFollower = c.sentOf("app", { from: 1, to: 3, since });
+  assertEquals(toFollower.filter((m) => m.entries.length > 0).length, 4);
+  const last = toFollower[toFollower.length - 1]!;
+  assertEquals(last.entries.map((e) => e.index), [last.index + 1]);
+  assertEquals(c.core(1).status().progress?.[3]?.next, last.index + 2);
+  assertEquals(
+    c.sentOf("app", { from: 1, to: 2, since }).filter((m) => m.entries.length > 0).length,
+    20,
+  );
+  assertEquals(c.commands(2).length, 21);
+  // Once it answers again, it catches up.
+  c.heal();
+  c.tick(1);
+  assertEquals(c.commands(3), c.commands(1));
+});
+
+// ---------------------------------------------------------------- §5.4 safety
+
+Deno.test("§5.4.1 a vote is refused to a candidate whose log is less up to date", () => {
+  // Node 1's log is longer but ends in an older term; node 2's ends in the same term but is longer.
+  const logs: Record<number, number[]> = { 1: [2, 2, 2], 2: [3, 3], 3: [3] };
+  const c = new Cluster({
+    voters: 3,
+    core: { preVote: false },
+    initial: (id) => stateWithLog(3, logs[id]!, { term: 3 }),
+  });
+  c.core(1).campaign();
+  c.stabilize();
+  assertEquals(votesFrom(c, 2).map((v) => v.granted), [false]);
+  assertEquals(votesFrom(c, 3).map((v) => v.granted), [false]);
+  assert(c.core(1).role !== "leader");
+
+  const since = c.sent.length;
+  c.core(3).campaign(); // same last term as node 2, shorter log
+  c.stabilize();
+  assertEquals(votesFrom(c, 2, since).map((v) => v.granted), [false]);
+  assertEquals(votesFrom(c, 1, since).map((v) => v.granted), [true]);
+  assertEquals(c.core(3).role, "leader");
+});
+
+Deno.test("§5.4.2 Figure 8: a leader does not commit an entry of an earlier term by counting replicas; it commits it with an entry of its own term", () => {
+  // (b)/(c): index 6 of term 2 is on nodes 1 and 2; node 5 holds index 6 of term 3.
+  const logs: Record<number, number[]> = { 1: [2], 2: [2], 3: [], 4: [], 5: [3] };
+  const c = new Cluster({
+    voters: 5,
+    core: { checkQuorum: false },
+    initial: (id) => stateWithLog(5, logs[id]!, { term: 3 }),
+  });
+  const removeDrop = c.drop((m) => m.type === "app" && m.from === 1);
+  c.elect(1); // term 4 with the votes of 2, 3, 4; its no-op (index 7) reaches nobody
+  assertEquals(c.core(1).term, 4);
+  assertEquals(c.logTerms(1), [1, 1, 1, 1, 1, 2, 4]);
+  // (c): the leader replicates index 6 alone to node 3 (and node 2 acknowledges it).
+  const entry6 = c.core(1).entriesFrom(6)[0]!;
+  for (const to of [2, 3]) {
+    c.core(to).step(message({
+      type: "app",
+      from: 1,
+      to,
+      term: 4,
+      index: 5,
+      logTerm: 1,
+      entries: [entry6],
+      commit: 5,
+    }));
+  }
+  c.stabilize();
+  assertEquals(c.core(1).status().progress?.[3]?.match, 6);
+  // Index 6 is on nodes 1, 2 and 3, a majority, yet it is not committed.
+  assertEquals(c.core(1).status().commit, 5);
+  assertEquals(c.commands(1), []);
+
+  // (e): once the entry of term 4 reaches a majority, both commit.
+  removeDrop();
+  c.tick(1);
+  assertEquals(c.core(1).status().commit, 7);
+  assertEquals(c.commands(1), ["6@2"]);
+  for (const id of c.liveIds()) assertEquals(c.logTerms(id), [1, 1, 1, 1, 1, 2, 4]);
+});
+
+Deno.test("§5.4.2 Figure 8 (d): an entry of an earlier term on a majority may still be overwritten", () => {
+  const logs: Record<number, number[]> = { 1: [2], 2: [2], 3: [2], 4: [], 5: [3] };
+  const c = new Cluster({
+    voters: 5,
+    core: { checkQuorum: false },
+    initial: (id) => stateWithLog(5, logs[id]!, { term: 4 }),
+  });
+  // Node 5's last term (3) beats the term-2 entry that a majority holds.
+  c.isolate(1);
+  c.elect(5);
+  c.tick(5);
+  for (const id of [2, 3, 4, 5]) assertEquals(c.logTerms(id), [1, 1, 1, 1, 1, 3, 5]);
+});
