@@ -72,11 +72,24 @@ export interface SimConfig {
   healTicksMax: number;
 }
 
+/**
+ * Driver bugs the simulator can plant in itself: a volatile hard state
+ * (votes forgotten on crash), a disk that loses the newest entries on crash
+ * (fsync lies), reads answered from local state without ReadIndex, and
+ * applying entries before they commit.
+ */
+export type Sabotage = "volatileHardState" | "lossyDisk" | "localReads" | "applyUncommitted";
+
 /** Options of one run. */
 export interface SimOptions {
   seed: number;
   /** Receives one line per event when given. */
   trace?: (line: string) => void;
+  /**
+   * Deliberately breaks the driver, to prove that the checker notices
+   * (the simulator's self-test). Never set in real runs.
+   */
+  sabotage?: Sabotage;
   /** Overrides the fault phase's length. */
   faultTicks?: number;
 }
@@ -122,9 +135,9 @@ export function drawConfig(rng: Prng): SimConfig {
     tickJitterMs: rng.pick([0, 1, 3]),
     fsyncDelayMaxMs: rng.pick([0, 1, 4, 15]),
     tornWriteRate: rng.pick([0, 0.5, 1]),
-    crashRatePerTick: rng.pick([0, 0.002, 0.01, 0.03]),
+    crashRatePerTick: rng.pick([0, 0.005, 0.01, 0.03, 0.06]),
     downtimeTicksMax: rng.pick([5, 30, 100]),
-    partitionRatePerTick: rng.pick([0, 0.005, 0.02, 0.05]),
+    partitionRatePerTick: rng.pick([0, 0.01, 0.02, 0.05]),
     partitionTicksMax: rng.pick([10, 40, 100]),
     writesPerTick: rng.pick([0.2, 1, 3]),
     readsPerTick: rng.pick([0, 0.3, 1]),
@@ -133,7 +146,7 @@ export function drawConfig(rng: Prng): SimConfig {
     transferRatePerTick: rng.pick([0, 0.005, 0.02]),
     compactEveryEntries: rng.pick([5, 20, 100, Infinity]),
     compactKeepEntries: rng.pick([0, 3, 20]),
-    faultTicks: 300,
+    faultTicks: 600,
     healTicksMax: 300,
   };
 }
@@ -235,6 +248,7 @@ class Simulation {
   #rng: Prng;
   #coreRng: Prng;
   #trace: ((line: string) => void) | undefined;
+  #sabotage: Sabotage | undefined;
   #queue = new EventQueue<SimEvent>();
   #network: Network;
   #nodes = new Map<NodeId, SimNode>();
@@ -260,6 +274,7 @@ class Simulation {
     this.#coreRng = root.fork();
     this.#network = new Network(root.fork(), this.config.network);
     this.#trace = options.trace;
+    this.#sabotage = options.sabotage;
     this.#faultEndMs = this.config.faultTicks * TICK_MS;
     this.#endMs = this.#faultEndMs + this.config.healTicksMax * TICK_MS;
     this.stats = {
@@ -519,11 +534,18 @@ class Simulation {
     const write = { entries: rd.entries } as Parameters<SimStorage["write"]>[0];
     if (rd.snapshot) write.snapshot = rd.snapshot;
     if (rd.hardState) write.hardState = rd.hardState;
+    if (this.#sabotage === "volatileHardState") delete write.hardState;
     const written = node.storage.write(write);
     this.#checker.observeWrite(node.id, written, (i) => node.storage.termAt(i));
     this.#send(node, rd.persistedMessages);
     if (rd.snapshot) this.#installSnapshot(node, rd.snapshot.meta.index, rd.snapshot.data);
-    for (const e of rd.committedEntries) this.#apply(node, e);
+    if (this.#sabotage === "applyUncommitted") {
+      for (const e of rd.entries) if (e.index === node.kv.applied + 1) this.#apply(node, e);
+    }
+    for (const e of rd.committedEntries) {
+      if (this.#sabotage === "applyUncommitted" && e.index <= node.kv.applied) continue;
+      this.#apply(node, e);
+    }
     for (const rs of rd.readStates) {
       const ctx = textDecoder.decode(rs.context);
       const read = node.reads.get(ctx);
@@ -759,6 +781,10 @@ class Simulation {
     } else if (rd !== undefined) {
       torn = " (unsynced write lost)";
     }
+    if (this.#sabotage === "lossyDisk") {
+      const keep = node.storage.entries.length - this.#rng.int(0, 3);
+      node.storage.entries = node.storage.entries.slice(0, Math.max(0, keep));
+    }
     node.core = undefined;
     node.pending = undefined;
     node.inc++;
@@ -905,6 +931,11 @@ class Simulation {
       const key = `k${rng.int(0, c.keyCount - 1)}`;
       const id = ++this.#opSeq;
       this.#history.readInvoked(id, key, this.#now);
+      if (this.#sabotage === "localReads") {
+        const v = node.kv.values.get(key);
+        this.#history.readCompleted(id, node.id, v?.index ?? 0, node.kv.applied);
+        continue;
+      }
       const ok = (node.core as RaftCore).readIndex(textEncoder.encode(`r${id}`));
       this.#t(`n${node.id} read r${id} ${key}${ok ? "" : " REFUSED"}`);
       if (ok) node.reads.set(`r${id}`, { id, key, invokedAt: this.#now, index: 0 });
