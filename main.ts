@@ -1,0 +1,266 @@
+/**
+ * raftkv: a Raft-replicated key-value server. This module is the command
+ * line: flag parsing now, the node runtime once it is wired in.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** The program's version, printed by `--version`. */
+export const VERSION = "0.1.0";
+
+/** The text `--help` prints. */
+export const USAGE = `raftkv ${VERSION}: a Raft-replicated key-value server
+
+Usage:
+  raftkv --state-dir DIR --raft HOST:PORT --api HOST:PORT [--join HOST:PORT]
+  raftkv -state_dir=DIR -raft :8080 -api :9090 [-join :8080]
+
+Flags:
+  --state-dir DIR             where the log and snapshots live (required)
+  --raft HOST:PORT            peer address to listen on; :PORT listens on all
+                              interfaces (required; port 0 lets the OS pick)
+  --api HOST:PORT             HTTP API address to listen on (required)
+  --join HOST:PORT            any member's raft address: join its cluster when
+                              the state directory is empty; ignored otherwise
+  --advertise-raft HOST:PORT  raft address peers dial (default: --raft, with
+                              localhost for an empty host)
+  --advertise-api HOST:PORT   API address shown in /mgmt/nodes (default: --api)
+  --log-level LEVEL           debug, info, warn or error (default: info)
+  -h, --help                  print this help and exit
+  --version                   print the version and exit
+
+Every flag may be spelled --flag VALUE, --flag=VALUE, -flag VALUE or
+-flag=VALUE, with - or _ between words. Without --join and without state,
+the node starts a new one-member cluster.
+
+HTTP API:
+  PUT / or POST / {"Key":"k","Value":"v"}   204 once committed
+  GET /KEY                                  200 the value and a newline; 404
+  DELETE /KEY                               204; 404 if absent
+  GET /mgmt/nodes                           the members as JSON
+  DELETE /mgmt/nodes/ID                     204 once the removal is committed
+  GET /mgmt/status, GET /mgmt/health
+
+Exit status: 0 on a clean shutdown, 2 on bad flags.`;
+
+/** The log levels `--log-level` accepts. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The parsed command line of a node. Addresses are as given: `HOST:PORT` or `:PORT`. */
+export interface Flags {
+  stateDir: string;
+  raft: string;
+  api: string;
+  join?: string;
+  advertiseRaft?: string;
+  advertiseApi?: string;
+  logLevel?: LogLevel;
+}
+
+/** A bad command line; the message is one line, for `raftkv: <message>`. */
+export class FlagError extends Error {
+  override name = "FlagError";
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** The flags, by their canonical (`--kebab-case`) names. */
+const OPTIONS = {
+  "state-dir": { type: "string" },
+  "raft": { type: "string" },
+  "api": { type: "string" },
+  "join": { type: "string" },
+  "advertise-raft": { type: "string" },
+  "advertise-api": { type: "string" },
+  "log-level": { type: "string" },
+  "help": { type: "boolean", short: "h" },
+  "version": { type: "boolean" },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+
+function isOptionName(name: string): name is OptionName {
+  return Object.hasOwn(OPTIONS, name);
+}
+
+/**
+ * Parses a node's command line. Accepts Go-style single-dash long flags and
+ * `_` for `-` (`-state_dir=DIR`, `-raft :8080`) as well as `--state-dir DIR`.
+ * Throws a {@linkcode FlagError} with a one-line message on an unknown,
+ * repeated, malformed or missing flag, or a stray argument.
+ *
+ * @example
+ * ```ts
+ * parseFlags(["-state_dir=/tmp/n1", "-raft", ":8080", "-api", ":9090"]);
+ * // { stateDir: "/tmp/n1", raft: ":8080", api: ":9090" }
+ * ```
+ */
+export function parseFlags(args: string[]): Flags | { help: true } | { version: true } {
+  const normalized = normalizeArgs(args);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: normalized,
+      options: OPTIONS,
+      strict: true,
+      allowPositionals: false,
+      tokens: true,
+    });
+  } catch (error) {
+    // Only our normalization's leftovers reach here (e.g. arguments after `--`).
+    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new FlagError(message ?? "Cannot parse the flags");
+  }
+  const seen = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== "option") continue;
+    if (seen.has(token.name)) throw new FlagError(`Flag given more than once: --${token.name}`);
+    seen.add(token.name);
+  }
+  const values = parsed.values;
+  if (values.help === true) return { help: true };
+  if (values.version === true) return { version: true };
+
+  const stateDir = values["state-dir"];
+  if (stateDir === undefined) throw new FlagError("Missing required flag: --state-dir");
+  if (stateDir === "") throw new FlagError("Invalid --state-dir: it is empty");
+  const raft = required(values.raft, "raft");
+  const api = required(values.api, "api");
+  checkAddress(raft, "raft", { portZero: true });
+  checkAddress(api, "api", { portZero: true });
+  const flags: Flags = { stateDir, raft, api };
+  if (values.join !== undefined) flags.join = checkAddress(values.join, "join");
+  const advertiseRaft = values["advertise-raft"];
+  if (advertiseRaft !== undefined) {
+    flags.advertiseRaft = checkAddress(advertiseRaft, "advertise-raft");
+  }
+  const advertiseApi = values["advertise-api"];
+  if (advertiseApi !== undefined) flags.advertiseApi = checkAddress(advertiseApi, "advertise-api");
+  const logLevel = values["log-level"];
+  if (logLevel !== undefined) {
+    if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+      throw new FlagError(
+        `Invalid --log-level ${JSON.stringify(logLevel)}: want debug, info, warn or error`,
+      );
+    }
+    flags.logLevel = logLevel as LogLevel;
+  }
+  return flags;
+}
+
+/**
+ * Splits `HOST:PORT`, `:PORT` or `[IPV6]:PORT` into host (`""` for all
+ * interfaces) and port. Throws a `SyntaxError` if `address` is not one.
+ *
+ * @example
+ * ```ts
+ * parseAddress(":8080"); // { host: "", port: 8080 }
+ * ```
+ */
+export function parseAddress(address: string): { host: string; port: number } {
+  const parsed = splitAddress(address);
+  if (typeof parsed === "string") {
+    throw new SyntaxError(`Cannot parse address ${JSON.stringify(address)}: ${parsed}`);
+  }
+  return parsed;
+}
+
+/** The host and port of `address`, or why it is not an address. */
+function splitAddress(address: string): { host: string; port: number } | string {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)?):([0-9]+)$/
+    .exec(address);
+  if (match === null) return "want HOST:PORT or :PORT";
+  const port = Number(match[3]);
+  if (port > 65535) return "the port must be 0-65535";
+  return { host: match[1] ?? match[2] ?? "", port };
+}
+
+/**
+ * Rewrites every flag to `--canonical-name[=value]` so that `parseArgs`
+ * (which would read `-state_dir=x` as a cluster of short flags) sees one
+ * spelling, and joins each string flag with its value so that a missing value
+ * is reported here, in one line.
+ */
+function normalizeArgs(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      throw new FlagError(`Unexpected argument: ${arg}`);
+    }
+    if (arg === "-h") {
+      out.push(arg);
+      continue;
+    }
+    const body = arg.slice(arg.startsWith("--") ? 2 : 1);
+    const eq = body.indexOf("=");
+    const spelled = eq === -1 ? arg : arg.slice(0, arg.length - body.length + eq);
+    const name = (eq === -1 ? body : body.slice(0, eq)).replaceAll("_", "-");
+    if (!isOptionName(name)) throw new FlagError(`Unknown flag: ${spelled}`);
+    if (OPTIONS[name].type === "boolean") {
+      if (eq !== -1) throw new FlagError(`Flag takes no value: ${arg}`);
+      out.push(`--${name}`);
+    } else if (eq !== -1) {
+      out.push(`--${name}=${body.slice(eq + 1)}`);
+    } else {
+      const value = args[i + 1];
+      if (value === undefined || (value.startsWith("-") && value.length > 1)) {
+        throw new FlagError(`Flag needs a value: ${spelled}`);
+      }
+      out.push(`--${name}=${value}`);
+      i++;
+    }
+  }
+  return out;
+}
+
+function required(value: string | undefined, name: OptionName): string {
+  if (value === undefined) throw new FlagError(`Missing required flag: --${name}`);
+  return value;
+}
+
+function checkAddress(
+  address: string,
+  name: OptionName,
+  options: { portZero?: boolean } = {},
+): string {
+  const parsed = splitAddress(address);
+  const problem = typeof parsed === "string"
+    ? parsed
+    : parsed.port === 0 && options.portZero !== true
+    ? "port 0 cannot be dialled"
+    : undefined;
+  if (problem !== undefined) {
+    throw new FlagError(`Invalid --${name} ${JSON.stringify(address)}: ${problem}`);
+  }
+  return address;
+}
+
+if (import.meta.main) {
+  let flags: ReturnType<typeof parseFlags>;
+  try {
+    flags = parseFlags(Deno.args);
+  } catch (error) {
+    if (!(error instanceof FlagError)) throw error;
+    console.error(`raftkv: ${error.message}`);
+    console.error("Try 'raftkv --help' for more information.");
+    Deno.exit(2);
+  }
+  if ("help" in flags) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  if ("version" in flags) {
+    console.log(`raftkv ${VERSION}`);
+    Deno.exit(0);
+  }
+  // Placeholder until the node runtime is wired in.
+  console.error("node runtime not wired yet");
+  Deno.exit(1);
+}
