@@ -345,3 +345,244 @@ Deno.test("§5.4.2 Figure 8 (d): an entry of an earlier term on a majority may s
   c.tick(5);
   for (const id of [2, 3, 4, 5]) assertEquals(c.logTerms(id), [1, 1, 1, 1, 1, 3, 5]);
 });
+
+// ---------------------------------------------------------------- persistence before promises
+
+Deno.test("§3.8 (thesis) vote responses and append acknowledgements wait for the persist; a leader's appends go at once", () => {
+  const c = new Cluster({ voters: 3, core: { preVote: false } });
+  c.elect(1);
+  c.propose(1, "x");
+  c.stabilize();
+  const viaOf = (type: string) =>
+    new Set(c.sent.filter((s) => s.message.type === type).map((s) => s.via));
+  assertEquals(viaOf("voteResp"), new Set(["persistedMessages"]));
+  assertEquals(viaOf("appResp"), new Set(["persistedMessages"]));
+  assertEquals(viaOf("app"), new Set(["messages"]));
+  // A granted vote leaves in the same Ready that persists it.
+  for (const { id, ready } of c.readies) {
+    for (const m of ready.persistedMessages) {
+      if (m.type === "voteResp" && !m.reject) {
+        assertEquals(ready.hardState?.vote, m.to, `node ${id}`);
+        assertEquals(ready.hardState?.term, m.term, `node ${id}`);
+      }
+    }
+    // An acknowledgement of new entries leaves with those entries.
+    for (const m of ready.persistedMessages) {
+      if (m.type === "appResp" && !m.reject && ready.entries.length > 0) {
+        assert(ready.entries[ready.entries.length - 1]!.index <= m.index);
+      }
+    }
+    assert(ready.messages.every((m) => m.type !== "voteResp" && m.type !== "appResp"));
+  }
+});
+
+Deno.test("§3.8 (thesis) a candidate asks for votes only after persisting its new term and self-vote", () => {
+  const c = new Cluster({ voters: 3, core: { preVote: false } });
+  c.core(1).campaign();
+  const rd = c.core(1).ready();
+  assertEquals(rd.hardState, { term: 2, vote: 1, commit: 3 });
+  assertEquals(rd.messages, []);
+  assertEquals(rd.persistedMessages.map((m) => [m.type, m.to, m.term]), [
+    ["vote", 2, 2],
+    ["vote", 3, 2],
+  ]);
+  c.core(1).advance(rd);
+});
+
+// ---------------------------------------------------------------- pre-vote and check-quorum (thesis §9.6, §6.2)
+
+Deno.test("§9.6 (thesis) pre-vote: a partitioned node does not inflate its term and does not disrupt the leader on rejoining", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.isolate(3);
+  c.tickAll(10 * ELECTION_TICKS);
+  assertEquals(c.core(3).term, 2);
+  assertEquals(c.core(3).role, "preCandidate");
+  assertEquals(c.leader(), 1);
+  c.heal();
+  c.tickAll(3 * ELECTION_TICKS);
+  assertEquals(c.leader(), 1);
+  for (const id of c.liveIds()) {
+    assertEquals(c.core(id).term, 2);
+    assertEquals(c.core(id).leader, 1);
+  }
+});
+
+Deno.test("§9.6 (thesis) without pre-vote, the same partitioned node inflates its term and deposes the leader", () => {
+  const c = new Cluster({ voters: 3, core: { preVote: false } });
+  c.elect(1);
+  c.isolate(3);
+  c.tickAll(10 * ELECTION_TICKS);
+  assert(c.core(3).term > 3, `term ${c.core(3).term}`);
+  c.heal();
+  c.tickAll(1);
+  assertEquals(c.core(1).role, "follower");
+});
+
+Deno.test("§6.2 (thesis) check-quorum: a leader cut off from a quorum steps down after an election timeout without hearing from it", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.tickAll(3);
+  c.isolate(1);
+  // It counts who it heard from over each election timeout: it steps down at the
+  // end of the first full timeout in which a quorum stayed silent.
+  const ticks = tickUntil(c, 1, () => c.core(1).role !== "leader", 2 * ELECTION_TICKS);
+  assert(ticks <= 2 * ELECTION_TICKS, `${ticks} ticks`);
+  assertEquals(c.core(1).role, "follower");
+  assertEquals(c.core(1).term, 2);
+  // Without check-quorum it would stay leader forever.
+  const d = new Cluster({ voters: 3, core: { checkQuorum: false } });
+  d.elect(1);
+  d.isolate(1);
+  d.tick(1, 5 * ELECTION_TICKS);
+  assertEquals(d.core(1).role, "leader");
+});
+
+Deno.test("§4.2.3 (thesis) a follower that hears from a live leader ignores a vote request", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.tickAll(2);
+  const since = c.sent.length;
+  c.deliver(message({ type: "vote", from: 3, to: 2, term: 5, index: 100, logTerm: 4 }));
+  c.deliver(message({ type: "preVote", from: 3, to: 2, term: 5, index: 100, logTerm: 4 }));
+  c.stabilize();
+  assertEquals(c.core(2).term, 2);
+  assertEquals(c.core(2).leader, 1);
+  assertEquals(c.core(2).status().vote, 1);
+  assertEquals(votesFrom(c, 2, since), []);
+  assertEquals(c.sentOf("preVoteResp", { from: 2, since }), []);
+  // Once the leader has been silent for an election timeout, the request counts.
+  c.isolate(1);
+  c.tick(2, ELECTION_TICKS);
+  c.deliver(message({ type: "vote", from: 3, to: 2, term: 5, index: 100, logTerm: 4 }));
+  c.stabilize();
+  assertEquals(c.core(2).term, 5);
+  assertEquals(votesFrom(c, 2, since), [{ to: 3, granted: true }]);
+});
+
+// ---------------------------------------------------------------- ReadIndex (thesis §6.4)
+
+Deno.test("§6.4 (thesis) ReadIndex: the leader releases a read only after a quorum acknowledges a heartbeat", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "x");
+  c.stabilize();
+  const commit = c.core(1).status().commit;
+  const stopAcks = c.drop((m) => m.type === "heartbeatResp");
+  c.core(1).readIndex(bytes("r1"));
+  c.stabilize();
+  assertEquals(c.node(1).readStates, []);
+  c.tick(1, 3);
+  assertEquals(c.node(1).readStates, []);
+  stopAcks();
+  c.drop((m) => m.type === "heartbeatResp" && m.from === 3); // one follower suffices
+  c.tick(1);
+  assertEquals(c.node(1).readStates, [{ index: commit, context: bytes("r1") }]);
+});
+
+Deno.test("§6.4 (thesis) a new leader answers no read until an entry of its term has committed", () => {
+  const c = new Cluster({ voters: 3 });
+  const stopAppends = c.drop((m) => m.type === "app");
+  c.elect(1);
+  c.core(1).readIndex(bytes("r1"));
+  c.tick(1, 3); // heartbeats are acknowledged, but the no-op does not commit
+  assertEquals(c.core(1).status().commit, 3);
+  assertEquals(c.node(1).readStates, []);
+  stopAppends();
+  c.tick(1, 2);
+  assertEquals(c.core(1).status().commit, 4);
+  assertEquals(c.node(1).readStates, [{ index: 4, context: bytes("r1") }]);
+});
+
+Deno.test("§6.4 (thesis) a follower's read is answered through the leader", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "x");
+  c.stabilize();
+  assert(c.core(2).readIndex(bytes("f1")));
+  c.stabilize();
+  const commit = c.core(1).status().commit;
+  assertEquals(c.node(2).readStates, [{ index: commit, context: bytes("f1") }]);
+  assertEquals(c.node(1).readStates, []);
+  assertEquals(c.sentOf("readIndexResp", { from: 1, to: 2 }).length, 1);
+});
+
+Deno.test("§6.4 (thesis) a deposed leader does not answer a read", () => {
+  const c = new Cluster({ voters: 3, core: { checkQuorum: false } });
+  c.elect(1);
+  c.isolate(1);
+  c.elect(2); // term 3
+  c.propose(2, "written by the new leader");
+  c.stabilize();
+  // Node 1 still believes it leads term 2.
+  assertEquals(c.core(1).role, "leader");
+  c.core(1).readIndex(bytes("stale"));
+  c.tick(1, 3);
+  assertEquals(c.node(1).readStates, []);
+  c.heal();
+  c.tick(1); // its heartbeat (with the read's context) is answered with term 3
+  assertEquals(c.core(1).role, "follower");
+  c.tickAll(3);
+  assertEquals(c.node(1).readStates, []);
+});
+
+// ---------------------------------------------------------------- leadership transfer (thesis §3.10)
+
+Deno.test("§3.10 (thesis) leadership transfers to an up-to-date follower", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "x");
+  c.stabilize();
+  c.core(1).transferLeader(2);
+  c.stabilize();
+  assertEquals(c.leader(), 2);
+  assertEquals(c.core(2).term, 3);
+  assertEquals(c.core(1).leader, 2);
+  assert(c.propose(1, "y"));
+  c.stabilize();
+  assertEquals(c.commands(3), ["x", "y"]);
+});
+
+Deno.test("§3.10 (thesis) leadership transfers to a lagging follower once it has caught up", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.drop((m) => m.to === 3 || m.from === 3);
+  for (let i = 0; i < 5; i++) c.propose(1, `v${i}`);
+  c.stabilize();
+  assertEquals(c.commands(3), []);
+  c.heal();
+  const since = c.sent.length;
+  c.core(1).transferLeader(3);
+  c.stabilize();
+  assertEquals(c.leader(), 3);
+  // The timeout-now went only after node 3 acknowledged the leader's last entry.
+  const sent = c.sent.slice(since).map((s) => s.message);
+  const timeoutNow = sent.findIndex((m) => m.type === "timeoutNow");
+  const caughtUp = sent.findIndex((m) =>
+    m.type === "appResp" && m.from === 3 && !m.reject && m.index === 9
+  );
+  assert(
+    caughtUp >= 0 && caughtUp < timeoutNow,
+    `ack at ${caughtUp}, timeout-now at ${timeoutNow}`,
+  );
+  c.propose(3, "after");
+  c.stabilize();
+  assertEquals(c.commands(3), ["v0", "v1", "v2", "v3", "v4", "after"]);
+});
+
+Deno.test("§3.10 (thesis) proposals are refused during a transfer, until it times out", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.drop((m) => m.to === 3);
+  c.propose(1, "x");
+  c.stabilize();
+  c.core(1).transferLeader(3);
+  c.stabilize();
+  assertEquals(c.core(1).role, "leader");
+  assertEquals(c.propose(1, "refused"), false);
+  c.tick(1, ELECTION_TICKS); // the transfer gives up after an election timeout
+  assertEquals(c.core(1).role, "leader");
+  assert(c.propose(1, "accepted"));
+  c.stabilize();
+  assertEquals(c.commands(2), ["x", "accepted"]);
+});
