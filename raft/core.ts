@@ -285,7 +285,12 @@ export class RaftCore {
       if (this.#state.role !== "leader") this.#becomeFollower(this.#term, NONE);
       return;
     }
-    if (m.from !== this.id && m.from !== NONE && this.#conf.removed.includes(m.from)) {
+    if (
+      m.from !== this.id && m.from !== NONE && this.#conf.removed.includes(m.from) &&
+      // A leader that committed its own removal hands off with a timeout-now
+      // sent right after the append that tells us of that removal: take it.
+      m.type !== "timeoutNow"
+    ) {
       // A removed node that still talks: tell it, so it shuts itself down.
       if (m.type !== "snapStatus" && m.type !== "unreachable") {
         this.#send(message({ type: "removed", from: this.id, to: m.from, term: this.#term }));
