@@ -586,3 +586,145 @@ Deno.test("§3.10 (thesis) proposals are refused during a transfer, until it tim
   c.stabilize();
   assertEquals(c.commands(2), ["x", "accepted"]);
 });
+
+// ---------------------------------------------------------------- §6 membership (single-server changes, thesis §4.1)
+
+Deno.test("§6 a learner is added, catches up, and is promoted to voter", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "x");
+  c.stabilize();
+  c.addNode(4);
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  assertEquals(c.core(1).conf().learners, [4]);
+  c.tick(1); // a heartbeat finds the new node; the leader sends it the whole log
+  assertEquals(c.commands(4), ["x"]);
+  assertEquals(c.core(4).conf(), { voters: [1, 2, 3], learners: [4], removed: [] });
+  assertEquals(c.core(4).leader, 1);
+  // A learner never campaigns.
+  c.isolate(4);
+  c.tick(4, 5 * ELECTION_TICKS);
+  assertEquals(c.core(4).role, "follower");
+  c.heal();
+  assert(c.core(1).proposeConfChange({ type: "promote", nodeId: 4 }));
+  c.stabilize();
+  c.tick(1);
+  for (const id of c.liveIds()) {
+    assertEquals(c.core(id).conf(), { voters: [1, 2, 3, 4], learners: [], removed: [] });
+  }
+  // Four voters: a quorum is three.
+  c.isolate(3);
+  c.isolate(4);
+  c.propose(1, "y");
+  c.stabilize();
+  assertEquals(c.commands(1), ["x"]);
+  c.heal();
+  c.tick(1);
+  assertEquals(c.commands(4), ["x", "y"]);
+});
+
+Deno.test("§6 removing a voter shrinks the quorum", () => {
+  const c = new Cluster({ voters: 4 });
+  c.elect(1);
+  c.isolate(3);
+  c.isolate(4);
+  c.propose(1, "x");
+  c.stabilize();
+  assertEquals(c.commands(1), []); // two of four
+  c.heal();
+  c.tick(1);
+  assertEquals(c.commands(1), ["x"]);
+  assert(c.core(1).proposeConfChange({ type: "remove", nodeId: 4 }));
+  c.stabilize();
+  c.tick(1);
+  for (const id of [1, 2, 3]) {
+    assertEquals(c.core(id).conf(), { voters: [1, 2, 3], learners: [], removed: [4] });
+  }
+  c.isolate(3);
+  c.isolate(4);
+  c.propose(1, "y");
+  c.stabilize();
+  assertEquals(c.commands(1), ["x", "y"]); // two of three
+});
+
+Deno.test("§6 a leader that removes itself steps down once the removal commits", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  const stopAppends = c.drop((m) => m.type === "app");
+  assert(c.core(1).proposeConfChange({ type: "remove", nodeId: 1 }));
+  c.tick(1, 3);
+  // Not committed yet: it still leads (and counts itself).
+  assertEquals(c.core(1).role, "leader");
+  assertEquals(c.core(1).conf().voters, [1, 2, 3]);
+  stopAppends();
+  c.tick(1);
+  assertEquals(c.core(1).role, "follower");
+  assert(c.core(1).removed);
+  assertEquals(c.core(1).conf(), { voters: [2, 3], learners: [], removed: [1] });
+  // The rest elect a leader (at once, through a timeout-now to the most up-to-date voter).
+  const leader = c.leader();
+  assert(leader === 2 || leader === 3, `leader ${leader}`);
+  for (const id of [2, 3]) {
+    assertEquals(c.core(id).conf(), { voters: [2, 3], learners: [], removed: [1] });
+  }
+  assert(c.propose(leader, "after"));
+  c.stabilize();
+  assertEquals(c.commands(2), ["after"]);
+  // The removed node never campaigns.
+  c.tick(1, 5 * ELECTION_TICKS);
+  assertEquals(c.core(1).role, "follower");
+  assertEquals(c.core(1).propose(bytes("no")), false);
+});
+
+Deno.test("§6 a removed id is refused when re-added", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  assert(c.core(1).proposeConfChange({ type: "remove", nodeId: 3 }));
+  c.stabilize();
+  assertEquals(c.core(1).conf().removed, [3]);
+  assertEquals(c.core(1).proposeConfChange({ type: "addVoter", nodeId: 3 }), false);
+  assertEquals(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 3 }), false);
+  assertEquals(c.core(1).conf().voters, [1, 2]);
+});
+
+Deno.test("§6 only one membership change may be pending at a time", () => {
+  const c = new Cluster({ voters: 3 });
+  const stopAppends = c.drop((m) => m.type === "app");
+  c.elect(1);
+  // A new leader accepts none until an entry of its term commits.
+  assertEquals(c.core(1).canChangeConf(), false);
+  assertEquals(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }), false);
+  stopAppends();
+  c.tick(1);
+  assert(c.core(1).canChangeConf());
+  c.drop((m) => m.type === "app");
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  assertEquals(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 5 }), false);
+  c.stabilize();
+  assertEquals(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 5 }), false);
+  c.heal();
+  c.tick(1);
+  assertEquals(c.core(1).conf().learners, [4]);
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 5 }));
+  c.stabilize();
+  assertEquals(c.core(1).conf().learners, [4, 5]);
+});
+
+Deno.test("§6 a removed node that still sends messages is told so and learns it was removed", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.isolate(3);
+  assert(c.core(1).proposeConfChange({ type: "remove", nodeId: 3 }));
+  c.stabilize();
+  assertEquals(c.core(1).conf().removed, [3]);
+  assertEquals(c.core(3).removed, false); // it never heard
+  c.heal();
+  c.cut(1, 3); // only node 2 hears from it
+  const since = c.sent.length;
+  tickUntil(c, 3, () => c.core(3).removed, 3 * ELECTION_TICKS);
+  assertEquals(c.sentOf("removed", { from: 2, to: 3, since }).length, 1);
+  assertEquals(c.core(3).role, "follower");
+  assertEquals(c.core(2).term, 2);
+  assertEquals(c.leader(), 1);
+});
