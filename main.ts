@@ -1,11 +1,13 @@
 /**
  * raftkv: a Raft-replicated key-value server. This module is the command
- * line: flag parsing now, the node runtime once it is wired in.
+ * line: it parses flags, opens the node, serves HTTP and handles signals.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { createApp, type LogFunction } from "./http/app.ts";
+import { type NodeOptions, RaftNode } from "./raft/node.ts";
 
 /** The program's version, printed by `--version`. */
 export const VERSION = "0.1.0";
@@ -242,6 +244,123 @@ function checkAddress(
   return address;
 }
 
+/** A log function that writes one line per event to stderr: time, level, message, fields. */
+export function createLogger(level: LogLevel = "info", prefix = ""): LogFunction {
+  const min = LOG_LEVELS.indexOf(level);
+  return (message, fields) => {
+    const lvl = levelOf(message);
+    if (LOG_LEVELS.indexOf(lvl) < min) return;
+    const json = Object.keys(fields).length > 0 ? " " + JSON.stringify(fields) : "";
+    console.error(`${new Date().toISOString()} ${lvl.padEnd(5)} ${prefix}${message}${json}`);
+  };
+}
+
+/** Chatty protocol lines are debug; failures are warnings or errors; the rest is info. */
+function levelOf(message: string): LogLevel {
+  if (/^(fatal|cannot|refused)|: (cut|closed connection|peer refused)/i.test(message)) {
+    return message.startsWith("fatal") ? "error" : "warn";
+  }
+  if (/^raft: (saw a higher term|ignored|applied membership|sending snapshot)/.test(message)) {
+    return "debug";
+  }
+  return "info";
+}
+
+/** The address to show for a listener: an unspecified host becomes 127.0.0.1. */
+function shownAddress(host: string, port: number): string {
+  if (host === "" || host === "0.0.0.0" || host === "::" || host === "[::]") {
+    return `127.0.0.1:${port}`;
+  }
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Runs a node until it is stopped; returns the exit code. */
+export async function run(flags: Flags): Promise<number> {
+  const log = createLogger(flags.logLevel);
+  const api = parseAddress(flags.api);
+  let node: RaftNode | undefined;
+  const notReady = () =>
+    Response.json({ error: "The node is starting; retry shortly" }, {
+      status: 503,
+      headers: { "Retry-After": "1" },
+    });
+  let app: { fetch: (req: Request) => Response | Promise<Response> } | undefined;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: api.host === "" ? "0.0.0.0" : api.host,
+      port: api.port,
+      onListen: () => {},
+    }, (req) => app ? app.fetch(req) : notReady());
+  } catch (error) {
+    console.error(`raftkv: Cannot listen for HTTP on ${flags.api}: ${errorMessage(error)}`);
+    return 1;
+  }
+  const apiAddr = flags.advertiseApi ?? shownAddress(api.host, server.addr.port);
+  try {
+    const options: NodeOptions = {
+      stateDir: flags.stateDir,
+      raftListen: flags.raft,
+      apiAdvertise: apiAddr,
+      log,
+    };
+    if (flags.join !== undefined) options.join = flags.join;
+    if (flags.advertiseRaft !== undefined) options.raftAdvertise = flags.advertiseRaft;
+    node = await RaftNode.open(options);
+  } catch (error) {
+    await server.shutdown();
+    console.error(`raftkv: Cannot start the node: ${errorMessage(error)}`);
+    return 1;
+  }
+  app = createApp({ service: node, logError: log });
+  log("raftkv ready", {
+    id: node.id,
+    role: node.status().role,
+    raft: node.raftAddr,
+    api: node.apiAddr,
+    stateDir: flags.stateDir,
+  });
+
+  let signals = 0;
+  const onSignal = (name: string) => {
+    signals++;
+    if (signals > 1) {
+      log("second signal: exiting at once", { signal: name });
+      Deno.exit(1);
+    }
+    log("shutting down", { signal: name });
+    void node!.close();
+  };
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGINT", () => onSignal("SIGINT")],
+    ["SIGTERM", () => onSignal("SIGTERM")],
+  ];
+  for (const [sig, fn] of handlers) Deno.addSignalListener(sig, fn);
+
+  const stop = await node.stopped;
+  for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);
+  // Let answers in flight (such as the one to our own removal) go out.
+  await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, 2000))]);
+  switch (stop.reason) {
+    case "removed":
+      log("exiting: this node was removed from the cluster", { id: node.id });
+      return 0;
+    case "closed":
+      log("exiting", { id: node.id });
+      return 0;
+    case "failed":
+      console.error(
+        `raftkv: The node stopped on an error: ${stop.error?.message}. ` +
+          "Fix the cause and restart it; its state directory is kept.",
+      );
+      return 1;
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 if (import.meta.main) {
   let flags: ReturnType<typeof parseFlags>;
   try {
@@ -260,7 +379,5 @@ if (import.meta.main) {
     console.log(`raftkv ${VERSION}`);
     Deno.exit(0);
   }
-  // Placeholder until the node runtime is wired in.
-  console.error("node runtime not wired yet");
-  Deno.exit(1);
+  Deno.exit(await run(flags));
 }

@@ -119,7 +119,7 @@ export function createApp(options: AppOptions): Hono {
   );
   const logError = options.logError ?? defaultLogError;
   const withDeadline = <T>(c: Context, fn: (signal: AbortSignal) => Promise<T>) =>
-    runWithDeadline(c.req.raw.signal, requestTimeoutMs, fn);
+    runWithDeadline(requestTimeoutMs, fn);
 
   const app = new Hono();
   // Hono's onError sees only Error instances; wrap anything else thrown.
@@ -233,10 +233,11 @@ function positive(name: string, value: number): number {
 
 /**
  * Runs `fn` with a signal that aborts after `timeoutMs` (reason: a
- * `TimeoutError`) or when `requestSignal` aborts, and clears the timer after.
+ * `TimeoutError`), and clears the timer after. The request's own signal is
+ * not used: under `Deno.serve` it also aborts after a successful response
+ * (and touching it prints a warning), and the deadline bounds every request.
  */
 async function runWithDeadline<T>(
-  requestSignal: AbortSignal,
   timeoutMs: number,
   fn: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
@@ -246,9 +247,8 @@ async function runWithDeadline<T>(
       new DOMException(`the request's deadline of ${timeoutMs} ms passed`, "TimeoutError"),
     );
   }, timeoutMs);
-  const signal = AbortSignal.any([requestSignal, controller.signal]);
   try {
-    return await fn(signal);
+    return await fn(controller.signal);
   } finally {
     clearTimeout(timer);
   }

@@ -880,7 +880,7 @@ export class RaftNode implements AsyncDisposable {
     this.#log("handing leadership over", { to: heir });
     this.#core.transferLeader(heir);
     this.#schedule();
-    const deadline = Date.now() + 2000;
+    const deadline = Date.now() + 1000;
     while (this.#core.role === "leader" && Date.now() < deadline) await delay(20);
   }
 
