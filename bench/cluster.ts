@@ -305,27 +305,27 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
     return node;
   };
 
-  const alive = (n: ClusterNode) =>
-    Promise.race([
-      n.proc.exited.then((s) => {
-        throw new Error(`${n.name} exited with code ${s.code} during start; see ${n.proc.logPath}`);
-      }),
-      new Promise<never>(() => {}),
-    ]);
+  /** A reason to stop waiting: a node of ours has exited. */
+  const anyExited = () => {
+    const dead = nodes.find((n) => !running.has(n.proc));
+    return dead && `${dead.name} exited during start; see ${dead.proc.logPath}`;
+  };
 
-  const waitMembers = async (first: ClusterNode, count: number, watch: ClusterNode) => {
-    await Promise.race([
-      alive(watch),
-      waitFor(`${count} members on ${first.name}`, async () => {
+  const waitMembers = (first: ClusterNode, count: number) =>
+    waitFor(
+      `${count} voters listed by ${first.name}`,
+      async () => {
         const ms = await raftkvMembers(first.apiUrl);
         const voters = ms.filter((m) => m.type === undefined || m.type === "voter");
         return ms.length >= count && voters.length >= count ? true : undefined;
-      }, opts.startTimeoutMs),
-    ]);
-  };
+      },
+      opts.startTimeoutMs,
+      100,
+      anyExited,
+    );
 
   const leaderUrl = async (): Promise<string> => {
-    for (const n of [...nodes].sort((a, b) => (a === nodes[0] ? -1 : b === nodes[0] ? 1 : 0))) {
+    for (const n of nodes) {
       try {
         const ms = await raftkvMembers(n.apiUrl);
         const leader = ms.find((m) => m.leader === true);
@@ -364,16 +364,19 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
   };
 
   const n1 = await launch(undefined);
-  await Promise.race([
-    alive(n1),
-    waitFor(`${n1.name} to elect itself`, async () => {
+  await waitFor(
+    `${n1.name} to elect itself`,
+    async () => {
       const ms = await raftkvMembers(n1.apiUrl);
       return ms.some((m) => m.leader === true) ? true : undefined;
-    }, opts.startTimeoutMs),
-  ]);
+    },
+    opts.startTimeoutMs,
+    100,
+    anyExited,
+  );
   for (let k = 2; k <= size; k++) {
-    const n = await launch(n1.peerAddr);
-    await waitMembers(n1, k, n);
+    await launch(n1.peerAddr);
+    await waitMembers(n1, k);
   }
   await waitFor(
     "a PUT to succeed",
@@ -383,6 +386,7 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
     },
     opts.startTimeoutMs,
     200,
+    anyExited,
   );
   return cluster;
 }
@@ -580,9 +584,8 @@ export async function runLoadProcess(
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read=/proc",
+      // Deno grants reading /proc/<pid>/stat (CPU use) only with --allow-all.
+      "--allow-all",
       loadPath,
       "--config",
       JSON.stringify(cfg),
@@ -952,7 +955,7 @@ async function main(): Promise<number> {
           startTimeoutMs: 60_000,
         });
         raftkvRows = await runWorkloads(cluster, wl);
-        await Promise.all(cluster.nodes.map((n) => stopServer(n.proc)));
+        for (const n of cluster.nodes) await stopServer(n.proc);
       } catch (e) {
         notes.push(`raftkv failed: ${e instanceof Error ? e.message : e}`);
         console.error(notes[notes.length - 1]);
@@ -971,7 +974,7 @@ async function main(): Promise<number> {
         try {
           const cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
           etcdRows = await runWorkloads(cluster, wl);
-          await Promise.all(cluster.nodes.map((n) => stopServer(n.proc)));
+          for (const n of cluster.nodes) await stopServer(n.proc);
         } catch (e) {
           notes.push(`etcd failed: ${e instanceof Error ? e.message : e}`);
           console.error(notes[notes.length - 1]);

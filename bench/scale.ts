@@ -56,9 +56,11 @@ export async function dirBytes(dir: string, match: (name: string) => boolean): P
   return total;
 }
 
-/** Formats bytes as MiB. */
+/** Formats bytes as MiB (KiB below 1 MiB). */
 export function fmtMiB(bytes: number): string {
-  return Number.isFinite(bytes) ? `${(bytes / 1048576).toFixed(1)} MiB` : "-";
+  if (!Number.isFinite(bytes)) return "-";
+  if (bytes < 1048576) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
 }
 
 function fmtS(ms: number): string {
@@ -278,7 +280,7 @@ async function main(): Promise<number> {
   figures.push([
     `new ${fourth.name} joins`,
     `${fmtS(joinMs)} from start to its linearizable GET of the last key; ` +
-    `RSS ${fmtMiB(mem4.rss)}, snapshot ${fmtMiB(snap4)}`,
+    `RSS ${fmtMiB(mem4.rss)}, ${snapLabel} ${fmtMiB(snap4)}`,
   ]);
 
   console.log("");
