@@ -284,14 +284,15 @@ export async function run(flags: Flags): Promise<number> {
       status: 503,
       headers: { "Retry-After": "1" },
     });
-  let app: { fetch: (req: Request) => Response | Promise<Response> } | undefined;
+  // Set once the node is open; until then every request gets a 503.
+  const ready: { app?: { fetch: (req: Request) => Response | Promise<Response> } } = {};
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
     server = Deno.serve({
       hostname: api.host === "" ? "0.0.0.0" : api.host,
       port: api.port,
       onListen: () => {},
-    }, (req) => app ? app.fetch(req) : notReady());
+    }, (req) => ready.app ? ready.app.fetch(req) : notReady());
   } catch (error) {
     console.error(`raftkv: Cannot listen for HTTP on ${flags.api}: ${errorMessage(error)}`);
     return 1;
@@ -312,7 +313,7 @@ export async function run(flags: Flags): Promise<number> {
     console.error(`raftkv: Cannot start the node: ${errorMessage(error)}`);
     return 1;
   }
-  app = createApp({ service: node, logError: log });
+  ready.app = createApp({ service: node, logError: log });
   log("raftkv ready", {
     id: node.id,
     role: node.status().role,

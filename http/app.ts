@@ -118,7 +118,7 @@ export function createApp(options: AppOptions): Hono {
     options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT,
   );
   const logError = options.logError ?? defaultLogError;
-  const withDeadline = <T>(c: Context, fn: (signal: AbortSignal) => Promise<T>) =>
+  const withDeadline = <T>(_c: Context, fn: (signal: AbortSignal) => Promise<T>) =>
     runWithDeadline(requestTimeoutMs, fn);
 
   const app = new Hono();

@@ -728,3 +728,114 @@ Deno.test("§6 a removed node that still sends messages is told so and learns it
   assertEquals(c.core(2).term, 2);
   assertEquals(c.leader(), 1);
 });
+
+// ---------------------------------------------------------------- §7 log compaction
+
+Deno.test("§7 a follower whose entries were compacted receives a snapshot, installs it, then catches up with appends", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "a");
+  c.stabilize();
+  c.isolate(3);
+  for (let i = 0; i < 10; i++) c.propose(1, `v${i}`);
+  // A membership change the snapshot must carry (node 4 never starts: messages to it are lost).
+  c.stabilize();
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  const snap = c.compact(1);
+  assertEquals(c.core(1).status().firstIndex, snap.meta.index + 1);
+  c.compact(2);
+  c.heal();
+  const since = c.sent.length;
+  c.tick(1);
+  const snaps = c.sentOf("snap", { from: 1, to: 3, since });
+  assertEquals(snaps.length, 1);
+  assertEquals(snaps[0]!.snapshot?.meta.index, snap.meta.index);
+  // The follower's log now starts after the snapshot, with the snapshot's membership.
+  const st3 = c.core(3).status();
+  assertEquals(st3.firstIndex, snap.meta.index + 1);
+  assertEquals(st3.commit, snap.meta.index);
+  assertEquals(c.core(3).conf(), { voters: [1, 2, 3], learners: [4], removed: [] });
+  assertEquals(c.node(3).store.snapshot.meta.index, snap.meta.index);
+  assertEquals(c.commands(3), c.commands(1));
+  assertEquals(c.core(1).status().progress?.[3]?.state, "replicate");
+  // New entries then go by append.
+  const after = c.sent.length;
+  c.propose(1, "b");
+  c.stabilize();
+  assertEquals(c.commands(3), [...c.commands(2)]);
+  assertEquals(c.commands(3).at(-1), "b");
+  assertEquals(c.sentOf("snap", { since: after }).length, 0);
+  assert(c.sentOf("app", { from: 1, to: 3, since: after }).some((m) => m.entries.length > 0));
+});
+
+Deno.test("§7 a snapshot that lags the follower's commit index is acknowledged without installing", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "a");
+  c.stabilize();
+  const meta = c.compact(1).meta;
+  const since = c.sent.length;
+  c.deliver(message({
+    type: "snap",
+    from: 1,
+    to: 2,
+    term: 2,
+    snapshot: { meta: { ...meta, index: 3, term: 1 }, data: new Uint8Array(0) },
+  }));
+  c.stabilize();
+  assertEquals(c.core(2).status().firstIndex, 1);
+  assertEquals(c.commands(2), ["a"]);
+  assertEquals(c.sentOf("appResp", { from: 2, since }).map((m) => m.index), [meta.index]);
+});
+
+// ---------------------------------------------------------------- restart
+
+Deno.test("§5.1 §5.2 a node rebuilt from its store keeps its term, vote, log and membership", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "a");
+  c.stabilize();
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  c.propose(1, "b");
+  c.stabilize();
+  const before = c.core(2).status();
+  const log = c.core(2).entriesFrom(1);
+  c.crash(2);
+  c.restart(2);
+  const after = c.core(2).status();
+  assertEquals(after.term, before.term);
+  assertEquals(after.vote, 1);
+  assertEquals(after.lastIndex, before.lastIndex);
+  assertEquals(c.core(2).entriesFrom(1), log);
+  assertEquals(after.conf, { voters: [1, 2, 3], learners: [4], removed: [] });
+  assertEquals(after.role, "follower");
+  // It re-applies what was committed, once more.
+  c.tick(1);
+  assertEquals(c.commands(2), ["a", "b"]);
+  // It does not vote twice in its term.
+  const since = c.sent.length;
+  c.crash(1);
+  c.deliver(message({ type: "vote", from: 3, to: 2, term: before.term, index: 99, logTerm: 9 }));
+  c.stabilize();
+  assertEquals(votesFrom(c, 2, since), [{ to: 3, granted: false }]);
+});
+
+Deno.test("§7 a node restarted from a snapshot keeps the snapshot's membership and the entries after it", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  c.propose(1, "a");
+  c.stabilize();
+  const snap = c.compact(2);
+  c.propose(1, "b");
+  c.tick(1);
+  c.restart(2);
+  assertEquals(c.core(2).status().firstIndex, snap.meta.index + 1);
+  assertEquals(c.core(2).conf().learners, [4]);
+  assertEquals(c.commands(2), ["a"]); // the state machine came back from the snapshot
+  c.tick(1);
+  assertEquals(c.commands(2), ["a", "b"]);
+});

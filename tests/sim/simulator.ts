@@ -51,6 +51,8 @@ export interface SimConfig {
   network: NetworkFaults;
   /** Per-node tick jitter: each tick lands within ± this of its nominal time. */
   tickJitterMs: number;
+  /** Each node's tick period is TICK_MS ± up to this (its clock runs fast or slow). */
+  clockDriftMs: number;
   /** A Ready's fsync completes after a delay uniform in [0, max]. */
   fsyncDelayMaxMs: number;
   /** Probability that a crash with a write in flight keeps a prefix of it (a torn tail). */
@@ -133,6 +135,7 @@ export function drawConfig(rng: Prng): SimConfig {
     checkQuorum: rng.chance(0.75),
     network: drawNetworkFaults(rng),
     tickJitterMs: rng.pick([0, 1, 3]),
+    clockDriftMs: rng.pick([0, 0, 1, 3]),
     fsyncDelayMaxMs: rng.pick([0, 1, 4, 15]),
     tornWriteRate: rng.pick([0, 0.5, 1]),
     crashRatePerTick: rng.pick([0, 0.005, 0.01, 0.03, 0.06]),
@@ -159,7 +162,8 @@ type SimEvent =
   | { kind: "fsync"; node: NodeId; inc: number }
   | { kind: "restart"; node: NodeId; inc: number }
   | { kind: "cut"; from: NodeId; to: NodeId }
-  | { kind: "restore"; from: NodeId; to: NodeId };
+  | { kind: "restore"; from: NodeId; to: NodeId }
+  | { kind: "unreachable"; node: NodeId; inc: number; peer: NodeId };
 
 interface PendingRead {
   id: number;
@@ -192,6 +196,8 @@ interface SimNode {
   writes: Map<string, string>;
   lastSnapshotIndex: number;
   probeApplied: boolean;
+  /** This node's tick period: clocks drift apart. */
+  tickMs: number;
 }
 
 const textEncoder = new TextEncoder();
@@ -361,6 +367,7 @@ class Simulation {
       writes: new Map(),
       lastSnapshotIndex: 0,
       probeApplied: false,
+      tickMs: TICK_MS + this.#rng.int(-this.config.clockDriftMs, this.config.clockDriftMs),
     };
     this.#nodes.set(id, node);
     return node;
@@ -430,7 +437,7 @@ class Simulation {
         const node = this.#nodes.get(ev.node);
         if (node?.core === undefined || node.inc !== ev.inc) return;
         const j = this.config.tickJitterMs;
-        this.#queue.push(this.#now + TICK_MS + this.#rng.int(-j, j), ev);
+        this.#queue.push(this.#now + node.tickMs + this.#rng.int(-j, j), ev);
         node.core.tick();
         this.#afterCore(node);
         return;
@@ -472,6 +479,14 @@ class Simulation {
         this.#t(`restore ${ev.from}->${ev.to}`);
         this.#network.restore(ev.from, ev.to);
         return;
+      case "unreachable": {
+        const node = this.#nodes.get(ev.node);
+        if (node?.core === undefined || node.inc !== ev.inc) return;
+        this.#t(`n${node.id} unreachable peer=${ev.peer}`);
+        node.core.reportUnreachable(ev.peer);
+        this.#afterCore(node);
+        return;
+      }
     }
   }
 
@@ -694,8 +709,33 @@ class Simulation {
     this.#abandonClientOps(node);
   }
 
+  /**
+   * Messages that promise durable state (thesis §3.8) may leave only once
+   * that state is on the simulated disk: a granted vote, a candidate's vote
+   * request, an append acknowledgement.
+   */
+  #checkPromise(node: SimNode, m: Message): void {
+    const hs = node.storage.hardState;
+    if ((m.type === "voteResp" && !m.reject) || m.type === "vote") {
+      const candidate = m.type === "vote" ? m.from : m.to;
+      if (hs.term < m.term || (hs.term === m.term && hs.vote !== candidate)) {
+        throw new SimFailure(
+          `durability: node ${node.id} sends ${fmtMsg(m)} but its disk holds term ${hs.term} vote ${hs.vote}`,
+        );
+      }
+    } else if (m.type === "appResp" && !m.reject) {
+      const last = node.storage.lastIndex();
+      if (last < m.index) {
+        throw new SimFailure(
+          `durability: node ${node.id} acknowledges index ${m.index} but its disk ends at ${last}`,
+        );
+      }
+    }
+  }
+
   #send(node: SimNode, msgs: readonly Message[]): void {
     for (const m of msgs) {
+      this.#checkPromise(node, m);
       let out = m;
       if (m.type === "snap") {
         const stored = node.storage.snapshot;
@@ -712,6 +752,15 @@ class Simulation {
       if (latencies.length === 0) {
         this.stats.dropped++;
         this.#t(`drop ${fmtMsg(out)}`);
+        if (!this.#network.connected(m.from, m.to) && this.#rng.chance(0.2)) {
+          // A real transport notices a broken connection now and then.
+          this.#queue.push(this.#now + 1, {
+            kind: "unreachable",
+            node: node.id,
+            inc: node.inc,
+            peer: m.to,
+          });
+        }
         if (m.type === "snap") {
           this.#queue.push(this.#now + TICK_MS, {
             kind: "snapStatus",
