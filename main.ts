@@ -30,6 +30,11 @@ Flags:
                               localhost for an empty host)
   --advertise-api HOST:PORT   API address shown in /mgmt/nodes (default: --api)
   --log-level LEVEL           debug, info, warn or error (default: info)
+  --heartbeat-interval MS     leader heartbeat period (default: 100)
+  --election-timeout MS       time without a leader before an election; a
+                              multiple of the heartbeat interval (default: 1000)
+  --snapshot-entries N        take a snapshot every N applied entries and
+                              compact the log (default: 10000)
   -h, --help                  print this help and exit
   --version                   print the version and exit
 
@@ -59,6 +64,9 @@ export interface Flags {
   advertiseRaft?: string;
   advertiseApi?: string;
   logLevel?: LogLevel;
+  heartbeatIntervalMs?: number;
+  electionTimeoutMs?: number;
+  snapshotEntries?: number;
 }
 
 /** A bad command line; the message is one line, for `raftkv: <message>`. */
@@ -77,6 +85,9 @@ const OPTIONS = {
   "advertise-raft": { type: "string" },
   "advertise-api": { type: "string" },
   "log-level": { type: "string" },
+  "heartbeat-interval": { type: "string" },
+  "election-timeout": { type: "string" },
+  "snapshot-entries": { type: "string" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean" },
 } as const;
@@ -149,6 +160,18 @@ export function parseFlags(args: string[]): Flags | { help: true } | { version: 
     }
     flags.logLevel = logLevel as LogLevel;
   }
+  const heartbeat = positiveInteger(values["heartbeat-interval"], "heartbeat-interval", 1, 60_000);
+  if (heartbeat !== undefined) flags.heartbeatIntervalMs = heartbeat;
+  const election = positiveInteger(values["election-timeout"], "election-timeout", 1, 600_000);
+  if (election !== undefined) flags.electionTimeoutMs = election;
+  const hb = flags.heartbeatIntervalMs ?? 100;
+  if ((flags.electionTimeoutMs ?? 1000) < 2 * hb) {
+    throw new FlagError(
+      "Invalid --election-timeout: it must be at least twice --heartbeat-interval",
+    );
+  }
+  const snapshots = positiveInteger(values["snapshot-entries"], "snapshot-entries", 1, 2 ** 40);
+  if (snapshots !== undefined) flags.snapshotEntries = snapshots;
   return flags;
 }
 
@@ -220,6 +243,22 @@ function normalizeArgs(args: string[]): string[] {
     }
   }
   return out;
+}
+
+function positiveInteger(
+  value: string | undefined,
+  name: OptionName,
+  min: number,
+  max: number,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || n < min || n > max) {
+    throw new FlagError(
+      `Invalid --${name} ${JSON.stringify(value)}: want a whole number ${min}-${max}`,
+    );
+  }
+  return n;
 }
 
 function required(value: string | undefined, name: OptionName): string {
@@ -307,6 +346,12 @@ export async function run(flags: Flags): Promise<number> {
     };
     if (flags.join !== undefined) options.join = flags.join;
     if (flags.advertiseRaft !== undefined) options.raftAdvertise = flags.advertiseRaft;
+    if (flags.snapshotEntries !== undefined) options.snapshotEntries = flags.snapshotEntries;
+    // The core counts ticks: one tick per heartbeat, the election timeout in ticks.
+    const tick = flags.heartbeatIntervalMs ?? 100;
+    options.tickIntervalMs = tick;
+    options.heartbeatTicks = 1;
+    options.electionTicks = Math.max(2, Math.round((flags.electionTimeoutMs ?? 1000) / tick));
     node = await RaftNode.open(options);
   } catch (error) {
     await server.shutdown();
