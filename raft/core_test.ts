@@ -839,3 +839,56 @@ Deno.test("§7 a node restarted from a snapshot keeps the snapshot's membership 
   c.tick(1);
   assertEquals(c.commands(2), ["a", "b"]);
 });
+
+// ---------------------------------------------------------------- edge cases
+
+Deno.test("§3.10 (thesis) a follower forwards a transfer request; transfers to itself, a learner or a stranger are ignored", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.addNode(4);
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  c.tick(1);
+  for (const to of [1, 4, 9]) {
+    c.core(1).transferLeader(to);
+    c.stabilize();
+    assertEquals(c.leader(), 1, `transfer to ${to}`);
+    assert(c.propose(1, `still leading after ${to}`));
+  }
+  c.core(2).transferLeader(3);
+  c.stabilize();
+  assertEquals(c.leader(), 3);
+});
+
+Deno.test("§5.3 a follower that restarts after losing appends in flight is repaired", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.propose(1, "a");
+  c.stabilize();
+  c.crash(3);
+  for (let i = 0; i < 5; i++) c.propose(1, `v${i}`);
+  c.stabilize();
+  c.restart(3);
+  c.tick(1);
+  assertEquals(c.commands(3), ["a", "v0", "v1", "v2", "v3", "v4"]);
+  assertEquals(c.core(1).status().progress?.[3]?.state, "replicate");
+});
+
+Deno.test("§10.2 (thesis) a leader refuses proposals beyond uncommittedEntriesMax", () => {
+  const c = new Cluster({ voters: 3, core: { uncommittedEntriesMax: 5 } });
+  c.elect(1);
+  c.isolate(1);
+  let accepted = 0;
+  for (let i = 0; i < 10; i++) if (c.propose(1, `v${i}`)) accepted++;
+  assertEquals(accepted, 5);
+  c.heal();
+  c.tick(1);
+  assertEquals(c.commands(2).length, 5);
+  assert(c.propose(1, "room again"));
+});
+
+Deno.test("§5.2 a node without a known leader refuses proposals and reads", () => {
+  const c = new Cluster({ voters: 3 });
+  assertEquals(c.propose(2, "x"), false);
+  assertEquals(c.core(2).readIndex(bytes("r")), false);
+});
