@@ -892,3 +892,53 @@ Deno.test("§5.2 a node without a known leader refuses proposals and reads", () 
   assertEquals(c.propose(2, "x"), false);
   assertEquals(c.core(2).readIndex(bytes("r")), false);
 });
+
+Deno.test("§5.2 a single-node cluster elects itself at its timeout and commits alone", () => {
+  const c = new Cluster({ voters: 1 });
+  tickUntil(c, 1, () => c.core(1).role === "leader", 2 * ELECTION_TICKS);
+  assert(c.propose(1, "x"));
+  c.stabilize();
+  assertEquals(c.commands(1), ["x"]);
+  c.core(1).readIndex(bytes("r"));
+  c.stabilize();
+  assertEquals(c.node(1).readStates, [{ index: 3, context: bytes("r") }]);
+});
+
+Deno.test("§6 a promoted learner may campaign and lead", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  c.addNode(4);
+  assert(c.core(1).proposeConfChange({ type: "addLearner", nodeId: 4 }));
+  c.stabilize();
+  c.tick(1);
+  assert(c.core(1).proposeConfChange({ type: "promote", nodeId: 4 }));
+  c.stabilize();
+  c.tick(1);
+  c.core(1).transferLeader(4);
+  c.stabilize();
+  assertEquals(c.leader(), 4);
+  assert(c.propose(4, "from 4"));
+  c.stabilize();
+  assertEquals(c.commands(2), ["from 4"]);
+});
+
+Deno.test("§6 a removed node restarted from its store learns of its removal again on first contact, without disrupting the cluster", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  assert(c.core(1).proposeConfChange({ type: "remove", nodeId: 3 }));
+  c.stabilize();
+  // The leader stops sending to it once the removal commits, so node 3 never sees that
+  // commit; it learns of its removal from the "removed" answer to its acknowledgement.
+  assert(c.core(3).removed);
+  assertEquals(c.core(3).conf().voters, [1, 2, 3]);
+  // That knowledge is not in its store: after a restart it believes it is a voter...
+  c.restart(3);
+  assertEquals(c.core(3).removed, false);
+  // ...until its first campaign is answered with "removed".
+  tickUntil(c, 3, () => c.core(3).removed, 3 * ELECTION_TICKS);
+  assertEquals(c.leader(), 1);
+  assertEquals(c.core(1).term, 2);
+  c.tick(3, 5 * ELECTION_TICKS);
+  assertEquals(c.core(3).role, "follower");
+  assertEquals(c.core(3).term, 2);
+});
