@@ -67,19 +67,19 @@ export function isRunning(p: ServerProcess): boolean {
   return running.has(p);
 }
 
-/** Starts a process with stdout and stderr appended to logPath. */
-export async function spawnServer(
-  name: string,
-  argv: string[],
-  logPath: string,
-): Promise<ServerProcess> {
-  const [cmd, ...args] = argv;
-  if (cmd === undefined) throw new TypeError("Cannot start a server: empty command");
-  const log = await Deno.open(logPath, { create: true, append: true, write: true });
-  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped", stdin: "null" })
-    .spawn();
-  const out = child.stdout.pipeTo(log.writable, { preventClose: true }).catch(() => {});
-  const err = child.stderr.pipeTo(log.writable, { preventClose: true }).catch(() => {});
+/**
+ * Starts a process with stdout and stderr appended to logPath. The shell
+ * redirects and then `exec`s the server, so the pid is the server's own and
+ * no output passes through this process.
+ */
+export function spawnServer(name: string, argv: string[], logPath: string): ServerProcess {
+  if (argv.length === 0) throw new TypeError("Cannot start a server: empty command");
+  const child = new Deno.Command("/bin/sh", {
+    args: ["-c", 'log=$1; shift; exec "$@" >>"$log" 2>&1', "sh", logPath, ...argv],
+    stdout: "null",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
   const proc: ServerProcess = {
     name,
     child,
@@ -87,11 +87,7 @@ export async function spawnServer(
     argv,
     logPath,
     startedAt: performance.now(),
-    exited: child.status.then(async (s) => {
-      await Promise.all([out, err]);
-      try {
-        log.close();
-      } catch { /* already closed */ }
+    exited: child.status.then((s) => {
       running.delete(proc);
       return s;
     }),
@@ -221,7 +217,7 @@ export interface Cluster {
   /** Reads key at baseUrl, linearizably; the value, or undefined if absent or not answered. */
   get(baseUrl: string, key: string): Promise<string | undefined>;
   /** Starts a stopped node again from its state. */
-  restart(node: ClusterNode): Promise<void>;
+  restart(node: ClusterNode): void;
   /** Adds a new member that joins the running cluster; returns it once started. */
   addNode(): Promise<ClusterNode>;
 }
@@ -279,7 +275,7 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
   const nodes: ClusterNode[] = [];
   let nextIndex = 1;
 
-  const launch = async (join: string | undefined): Promise<ClusterNode> => {
+  const launch = (join: string | undefined): ClusterNode => {
     const i = nextIndex++;
     const [raftPort, apiPort] = freePorts(2);
     const stateDir = `${opts.baseDir}/raftkv-${i}`;
@@ -293,7 +289,7 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
       `127.0.0.1:${apiPort}`,
       ...(join === undefined ? [] : ["--join", join]),
     ];
-    const proc = await spawnServer(`raftkv-${i}`, argv, `${opts.baseDir}/raftkv-${i}.log`);
+    const proc = spawnServer(`raftkv-${i}`, argv, `${opts.baseDir}/raftkv-${i}.log`);
     const node: ClusterNode = {
       name: proc.name,
       apiUrl: `http://127.0.0.1:${apiPort}`,
@@ -352,18 +348,20 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
       const r = await httpCall("GET", `${base}/${encodeURIComponent(key)}`);
       return r.status === 200 ? r.body.replace(/\n$/, "") : undefined;
     },
-    async restart(node) {
-      const proc = await spawnServer(node.name, node.proc.argv, node.proc.logPath);
+    restart(node) {
+      const proc = spawnServer(node.name, node.proc.argv, node.proc.logPath);
       node.proc = proc;
     },
-    async addNode() {
+    addNode() {
       const first = nodes[0];
-      if (first === undefined) throw new Error("Cannot add a node to an empty cluster");
-      return await launch(first.peerAddr);
+      if (first === undefined) {
+        return Promise.reject(new Error("Cannot add a node to an empty cluster"));
+      }
+      return Promise.resolve(launch(first.peerAddr));
     },
   };
 
-  const n1 = await launch(undefined);
+  const n1 = launch(undefined);
   await waitFor(
     `${n1.name} to elect itself`,
     async () => {
@@ -375,7 +373,7 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
     anyExited,
   );
   for (let k = 2; k <= size; k++) {
-    await launch(n1.peerAddr);
+    launch(n1.peerAddr);
     await waitMembers(n1, k);
   }
   await waitFor(
@@ -470,9 +468,9 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
   };
   const clusterSpec = (ms: Member[]) =>
     ms.map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`).join(",");
-  const start = async (m: Member, initialCluster: string, state: "new" | "existing") => {
+  const start = (m: Member, initialCluster: string, state: "new" | "existing") => {
     const { dataDir, argv } = argvFor(m, initialCluster, state);
-    const proc = await spawnServer(m.name, argv, `${opts.baseDir}/${m.name}.log`);
+    const proc = spawnServer(m.name, argv, `${opts.baseDir}/${m.name}.log`);
     const node: ClusterNode = {
       name: m.name,
       apiUrl: `http://127.0.0.1:${m.clientPort}`,
@@ -521,8 +519,8 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
       const value = v.kvs?.[0]?.value;
       return value === undefined ? undefined : atob(value);
     },
-    async restart(node) {
-      node.proc = await spawnServer(node.name, node.proc.argv, node.proc.logPath);
+    restart(node) {
+      node.proc = spawnServer(node.name, node.proc.argv, node.proc.logPath);
     },
     async addNode() {
       const [clientPort, peerPort] = freePorts(2);
@@ -551,12 +549,12 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
         500,
       );
       members.push(m);
-      return await start(m, clusterSpec(members), "existing");
+      return start(m, clusterSpec(members), "existing");
     },
   };
 
   const initial = clusterSpec(members);
-  for (const m of members) await start(m, initial, "new");
+  for (const m of members) start(m, initial, "new");
   await waitFor(
     "etcd to elect a leader and accept a put",
     async () => {
