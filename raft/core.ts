@@ -334,16 +334,25 @@ export class RaftCore {
    * which can still lose it.
    */
   propose(data: Uint8Array): boolean {
-    return this.#propose({ index: 0, term: 0, type: "normal", data });
+    return this.#propose([{ index: 0, term: 0, type: "normal", data }]);
+  }
+
+  /**
+   * Proposes several commands at once: one append (or one forward) carries
+   * them all. All or none are accepted, as with {@linkcode propose}.
+   */
+  proposeBatch(data: readonly Uint8Array[]): boolean {
+    if (data.length === 0) return true;
+    return this.#propose(data.map((d) => ({ index: 0, term: 0, type: "normal", data: d })));
   }
 
   /** Proposes a membership change; false if refused here (see {@linkcode propose}). */
   proposeConfChange(cc: ConfChange): boolean {
-    return this.#propose({ index: 0, term: 0, type: "conf", data: encodeConfChange(cc) });
+    return this.#propose([{ index: 0, term: 0, type: "conf", data: encodeConfChange(cc) }]);
   }
 
-  #propose(entry: Entry): boolean {
-    const m = message({ type: "prop", from: this.id, to: this.id, entries: [entry] });
+  #propose(entries: Entry[]): boolean {
+    const m = message({ type: "prop", from: this.id, to: this.id, entries });
     if (this.#state.role === "leader") return this.#leaderAppendProposal(this.#state, m);
     if (this.#leader === NONE || this.#removed) return false;
     this.#send({ ...m, to: this.#leader });

@@ -158,6 +158,7 @@ export class RaftNode implements AsyncDisposable {
   #incarnation = crypto.randomUUID().slice(0, 8);
   #seq = 0;
   #proposals = new Map<string, Waiter<boolean>>();
+  #proposalQueue: { id: string; data: Uint8Array }[] = [];
   #confWaiters = new Map<string, Waiter<void>[]>();
   // Linearizable reads: a batch waits for one ReadIndex round, then for apply.
   #readsQueued: ReadWaiter[] = [];
@@ -327,6 +328,7 @@ export class RaftNode implements AsyncDisposable {
 
   #process(): void {
     if (this.#stopped) return;
+    this.#flushProposals();
     this.#sendMessages(this.#core.takeMessages());
     if (this.#persisting || !this.#core.hasReady()) return;
     const rd = this.#core.ready();
@@ -338,6 +340,19 @@ export class RaftNode implements AsyncDisposable {
       },
       (error) => this.#fail(error),
     );
+  }
+
+  #flushProposals(): void {
+    if (this.#proposalQueue.length === 0) return;
+    const batch = this.#proposalQueue.filter((p) => this.#proposals.has(p.id)); // not timed out
+    this.#proposalQueue = [];
+    if (batch.length === 0 || this.#core.proposeBatch(batch.map((p) => p.data))) return;
+    const error = new UnavailableError("Cannot write: the leader is not accepting proposals now");
+    for (const p of batch) {
+      const w = this.#proposals.get(p.id);
+      this.#proposals.delete(p.id);
+      w?.reject(error);
+    }
   }
 
   async #handleReady(rd: Ready): Promise<void> {
@@ -626,12 +641,8 @@ export class RaftNode implements AsyncDisposable {
         },
       });
       signal.addEventListener("abort", onAbort, { once: true });
-      if (!this.#core.propose(data)) {
-        this.#proposals.delete(id);
-        done();
-        reject(new UnavailableError("Cannot write: the leader is not accepting proposals now"));
-        return;
-      }
+      // Proposals made in the same event-loop turn go to the core as one batch.
+      this.#proposalQueue.push({ id, data });
       this.#schedule();
     });
   }
