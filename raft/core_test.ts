@@ -942,3 +942,22 @@ Deno.test("§6 a removed node restarted from its store learns of its removal aga
   assertEquals(c.core(3).role, "follower");
   assertEquals(c.core(3).term, 2);
 });
+
+Deno.test("§6.4 (thesis) reads waiting for a quorum are released in the order they arrived", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  const stopAcks = c.drop((m) => m.type === "heartbeatResp");
+  c.core(1).readIndex(bytes("r1"));
+  c.propose(1, "x");
+  c.stabilize();
+  c.core(1).readIndex(bytes("r2"));
+  c.stabilize();
+  assertEquals(c.node(1).readStates, []);
+  stopAcks();
+  c.tick(1); // the heartbeat carries the newest read's context: its quorum confirms both
+  const commit = c.core(1).status().commit;
+  assertEquals(c.node(1).readStates, [
+    { index: commit - 1, context: bytes("r1") },
+    { index: commit, context: bytes("r2") },
+  ]);
+});
