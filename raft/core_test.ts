@@ -874,7 +874,7 @@ Deno.test("§5.3 a follower that restarts after losing appends in flight is repa
   assertEquals(c.core(1).status().progress?.[3]?.state, "replicate");
 });
 
-Deno.test("§10.2 (thesis) a leader refuses proposals beyond uncommittedEntriesMax", () => {
+Deno.test("flow control: a leader refuses proposals beyond uncommittedEntriesMax", () => {
   const c = new Cluster({ voters: 3, core: { uncommittedEntriesMax: 5 } });
   c.elect(1);
   c.isolate(1);
