@@ -975,11 +975,20 @@ class Simulation {
       const live = this.#live();
       if (live.length === 0) break;
       const node = rng.pick(live);
-      const key = `k${rng.int(0, c.keyCount - 1)}`;
-      const value = `v${++this.#opSeq}`;
-      const ok = (node.core as RaftCore).propose(encodePut(key, value));
-      this.#t(`n${node.id} propose ${key}=${value}${ok ? "" : " REFUSED"}`);
-      if (ok) node.writes.set(value, key);
+      // Sometimes a batch, as the runtime hands over one event-loop turn's writes.
+      const batch = rng.chance(0.2) ? rng.int(2, 5) : 1;
+      const puts: [string, string][] = [];
+      for (let j = 0; j < batch; j++) {
+        puts.push([`k${rng.int(0, c.keyCount - 1)}`, `v${++this.#opSeq}`]);
+      }
+      const core = node.core as RaftCore;
+      const ok = batch === 1
+        ? core.propose(encodePut(...(puts[0] as [string, string])))
+        : core.proposeBatch(puts.map(([k, v]) => encodePut(k, v)));
+      this.#t(
+        `n${node.id} propose ${puts.map(([k, v]) => `${k}=${v}`).join(" ")}${ok ? "" : " REFUSED"}`,
+      );
+      if (ok) { for (const [k, v] of puts) node.writes.set(v, k); }
       this.#afterCore(node);
     }
     for (let i = count(c.readsPerTick); i > 0; i--) {
