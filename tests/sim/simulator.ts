@@ -21,6 +21,7 @@ import { type CoreOptions, type CoreStatus, RaftCore } from "../../raft/core.ts"
 import { encodeConfChange } from "../../raft/core.ts";
 import {
   type ConfChange,
+  type ConfState,
   type Entry,
   type InitialState,
   type Message,
@@ -98,6 +99,8 @@ export interface SimOptions {
   sabotage?: Sabotage;
   /** Overrides the fault phase's length. */
   faultTicks?: number;
+  /** Overrides parts of the drawn configuration (to aim a batch of seeds at one area). */
+  overrides?: Partial<SimConfig>;
 }
 
 /** Counters of one run. */
@@ -244,6 +247,17 @@ function fmtMsg(m: Message): string {
   return s;
 }
 
+function sameIds(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  if (a.length !== b.length) return false;
+  const sorted = [...b].sort((x, y) => x - y);
+  return [...a].sort((x, y) => x - y).every((id, i) => id === sorted[i]);
+}
+
+function sameConf(a: ConfState, b: ConfState): boolean {
+  return sameIds(a.voters, b.voters) && sameIds(a.learners, b.learners) &&
+    sameIds(a.removed, b.removed);
+}
+
 function fmtEntry(e: Entry): string {
   if (e.type === "conf") return `${e.index}/${e.term}:conf`;
   if (e.data.length === 0) return `${e.index}/${e.term}:noop`;
@@ -279,6 +293,7 @@ class Simulation {
     this.seed = options.seed;
     const root = new Prng(options.seed);
     this.config = drawConfig(root.fork());
+    Object.assign(this.config, options.overrides);
     if (options.faultTicks !== undefined) this.config.faultTicks = options.faultTicks;
     this.#rng = root.fork();
     this.#coreRng = root.fork();
@@ -683,6 +698,14 @@ class Simulation {
         node.leaderCheckedFrom = 1;
         this.#checkLeader(node, s, Infinity);
       }
+    }
+    if (node.kv.applied === s.commit && !sameConf(node.kv.conf, s.conf)) {
+      throw new SimFailure(
+        `membership: node ${node.id} applied through ${s.commit} giving ${
+          JSON.stringify(node.kv.conf)
+        } ` +
+          `but its core's configuration is ${JSON.stringify(s.conf)}`,
+      );
     }
     node.role = s.role;
     node.term = s.term;
