@@ -56,6 +56,26 @@ export async function dirBytes(dir: string, match: (name: string) => boolean): P
   return total;
 }
 
+/** The *.snap files directly in dir: their count, total bytes, and the bytes of the newest (by name). */
+export async function snapFiles(
+  dir: string,
+): Promise<{ count: number; totalBytes: number; newestBytes: number }> {
+  const snaps: { name: string; size: number }[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.endsWith(".snap")) {
+        snaps.push({ name: e.name, size: (await Deno.stat(`${dir}/${e.name}`)).size });
+      }
+    }
+  } catch { /* dir gone */ }
+  snaps.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return {
+    count: snaps.length,
+    totalBytes: snaps.reduce((a, x) => a + x.size, 0),
+    newestBytes: snaps[snaps.length - 1]?.size ?? 0,
+  };
+}
+
 /** Formats bytes as MiB (KiB below 1 MiB). */
 export function fmtMiB(bytes: number): string {
   if (!Number.isFinite(bytes)) return "-";
@@ -163,8 +183,8 @@ async function main(): Promise<number> {
   console.error(`state and logs under ${base}`);
 
   let cluster: Cluster;
-  let snapMatch: (name: string) => boolean;
-  let snapLabel = "snapshots (*.snap)";
+  let snapDirOf = (d: string) => d;
+  const snapLabel = "snapshots (*.snap)";
   if (values.system === "etcd") {
     const bin = which("etcd");
     if (bin === undefined) {
@@ -173,15 +193,22 @@ async function main(): Promise<number> {
     }
     console.log(`system: ${await etcdVersion(bin)}, 3 members`);
     cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
-    snapMatch = (n) => n.endsWith(".snap") || n === "db";
-    snapLabel = "*.snap + bbolt db";
+    snapDirOf = (d) => `${d}/member/snap`;
   } else {
     const cmd = values["raftkv-cmd"]?.split(/\s+/).filter(Boolean) ?? defaultRaftkvCmd();
     console.log(`system: raftkv (${cmd.join(" ")}), 3 nodes`);
     cluster = await startRaftkvCluster({ cmd, baseDir: base, startTimeoutMs: 60_000 });
-    snapMatch = (n) => n.endsWith(".snap");
   }
   console.log(`${keys} keys of ${valueBytes} bytes, loaded by ${loadClients} clients`);
+  const snapText = async (dir: string) => {
+    const sf = await snapFiles(snapDirOf(dir));
+    const extra = values.system === "etcd"
+      ? `, bbolt db ${fmtMiB(await dirBytes(dir, (name) => name === "db"))}`
+      : "";
+    return `${snapLabel} ${fmtMiB(sf.totalBytes)} in ${sf.count} file(s), newest ${
+      fmtMiB(sf.newestBytes)
+    }${extra}`;
+  };
   const figures: [string, string][] = [];
 
   // 1. Write throughput on an empty store.
@@ -246,11 +273,11 @@ async function main(): Promise<number> {
   const sizes = async () => {
     for (const n of cluster.nodes) {
       const mem = await readMemory(n.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
-      const snap = await dirBytes(n.stateDir, snapMatch);
+      const snap = await snapText(n.stateDir);
       const all = await dirBytes(n.stateDir, () => true);
       figures.push([
         `${n.name} memory`,
-        `RSS ${fmtMiB(mem.rss)} (peak ${fmtMiB(mem.hwm)}); ${snapLabel} ${fmtMiB(snap)}; ` +
+        `RSS ${fmtMiB(mem.rss)} (peak ${fmtMiB(mem.hwm)}); ${snap}; ` +
         `state dir ${fmtMiB(all)}`,
       ]);
     }
@@ -276,11 +303,11 @@ async function main(): Promise<number> {
   const fourth = await cluster.addNode();
   const joinMs = await timeUntilRead(cluster, fourth, lastKey, lastValue, 600_000);
   const mem4 = await readMemory(fourth.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
-  const snap4 = await dirBytes(fourth.stateDir, snapMatch);
+  const snap4 = await snapText(fourth.stateDir);
   figures.push([
     `new ${fourth.name} joins`,
     `${fmtS(joinMs)} from start to its linearizable GET of the last key; ` +
-    `RSS ${fmtMiB(mem4.rss)}, ${snapLabel} ${fmtMiB(snap4)}`,
+    `RSS ${fmtMiB(mem4.rss)}; ${snap4}`,
   ]);
 
   console.log("");
