@@ -11,6 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { machineBusyCpuSeconds } from "./load.ts";
 import type { KeyRange, LoadConfig, LoadMode, LoadResult, LoadSystem } from "./load.ts";
 
 // ---------------------------------------------------------------------------
@@ -617,6 +618,13 @@ export async function runLoadProcess(
 // ---------------------------------------------------------------------------
 // The physical floor
 
+/** Cores the machine keeps busy over one second, before anything of ours runs (NaN off Linux). */
+export async function measureIdleBusy(): Promise<number> {
+  const a = machineBusyCpuSeconds();
+  await sleep(1000);
+  return machineBusyCpuSeconds() - a;
+}
+
 /** p50 (and p99) of writing 100 bytes at the end of a file and fdatasync, in dir. */
 export async function measureFsync(
   dir: string,
@@ -834,26 +842,33 @@ export function comparisonTable(raftkv: RowResult[], etcd: RowResult[]): string 
   return renderTable(header, rows);
 }
 
-/** CPU per row: cores busy in the servers (sum of nodes) and in the load generator, and server CPU per op. */
+/**
+ * CPU per row: cores busy in the servers (sum of nodes), in the load
+ * generator, and in every other process on the machine (a benchmark shares
+ * the box: a high "other" means the row was disturbed), and server CPU per op.
+ */
 export function cpuTable(raftkv: RowResult[], etcd: RowResult[]): string {
   const header = ["cpu (2 cores total)"];
   const sys: [string, RowResult[]][] = [];
   if (raftkv.length) sys.push(["raftkv", raftkv]);
   if (etcd.length) sys.push(["etcd", etcd]);
-  for (const [name] of sys) header.push(`${name} servers`, "loadgen", "srv us/op");
+  for (const [name] of sys) header.push(`${name} servers`, "loadgen", "other", "srv us/op");
   const labels = [...new Set([...raftkv, ...etcd].map((r) => r.spec.label))];
   const rows = labels.map((label) => {
     const cells = [label];
     for (const [, rs] of sys) {
       const r = rs.find((x) => x.spec.label === label);
       if (r === undefined) {
-        cells.push("-", "-", "-");
+        cells.push("-", "-", "-", "-");
         continue;
       }
       const ops = r.result.opsPerS;
+      const load = r.result.cpuS / r.result.elapsedS;
+      const other = r.result.machineBusyCpuS / r.result.elapsedS - r.serverCores - load;
       cells.push(
         r.serverCores.toFixed(2),
-        (r.result.cpuS / r.result.elapsedS).toFixed(2),
+        load.toFixed(2),
+        Number.isFinite(other) ? Math.max(0, other).toFixed(2) : "-",
         ops > 0 ? Math.round((r.serverCores / ops) * 1e6).toString() : "-",
       );
     }
@@ -932,6 +947,15 @@ async function main(): Promise<number> {
       `unique keys, closed loop, HTTP/1.1 keep-alive (${client}), load generator in its own process`,
   );
 
+  const busy = await measureIdleBusy();
+  if (busy > 0.25) {
+    console.log(
+      `warning: the machine was already busy (${
+        busy.toFixed(2)
+      } cores over 1 s before starting): ` +
+        `figures will be disturbed; see the "other" column`,
+    );
+  }
   const fsync = await measureFsync(base);
   const rtt = await measureLoopbackRtt();
   console.log(

@@ -91,6 +91,20 @@ export interface LoadResult {
   cpuS: number;
   /** CPU seconds the watchPids used together over the measured window; NaN off Linux. */
   watchedCpuS: number;
+  /** CPU seconds the whole machine was busy over the measured window (all processes); NaN off Linux. */
+  machineBusyCpuS: number;
+}
+
+/** CPU seconds the machine has been busy (all CPUs, not idle or iowait), from /proc/stat; NaN if unreadable. */
+export function machineBusyCpuSeconds(): number {
+  try {
+    const line = Deno.readTextFileSync("/proc/stat").split("\n")[0] ?? "";
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+    return (user + nice + system + irq + softirq + steal) / 100;
+  } catch {
+    return NaN;
+  }
 }
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; NaN if unreadable. */
@@ -308,7 +322,9 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   let cpuAtMeasure = NaN;
   let watchedAtMeasure = NaN;
   const watched = () => (cfg.watchPids ?? []).reduce((a, p) => a + processCpuSeconds(p), 0);
+  let machineAtMeasure = NaN;
   const cpuTimer = setTimeout(() => {
+    machineAtMeasure = machineBusyCpuSeconds();
     cpuAtMeasure = processCpuSeconds("self");
     watchedAtMeasure = watched();
   }, cfg.warmupSeconds * 1000);
@@ -332,6 +348,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
 
   const cpuS = processCpuSeconds("self") - cpuAtMeasure;
   const watchedCpuS = watched() - watchedAtMeasure;
+  const machineBusyCpuS = machineBusyCpuSeconds() - machineAtMeasure;
   const sorted = samples.values.slice(0, samples.length).sort();
   const elapsedS = Math.max(1e-9, (lastDone - measureFrom) / 1000);
   let sum = 0;
@@ -356,6 +373,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
     errorSamples,
     cpuS,
     watchedCpuS,
+    machineBusyCpuS,
   };
 }
 

@@ -109,6 +109,7 @@ async function throughputRow(
     readRanges: [],
     client: "fetch",
     timeoutMs: 10_000,
+    watchPids: cluster.nodes.map((n) => n.proc.pid),
   };
   return (await runLoadProcess(cfg)).result;
 }
@@ -261,7 +262,9 @@ async function main(): Promise<number> {
   const loaded = await throughputRow(cluster, "loaded write c=64", "loaded-", seconds, valueBytes);
   const row = (r: LoadResult) =>
     `${Math.round(r.opsPerS)} ops/s, p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ` +
-    `p99.9 ${fmtMs(r.p999Ms)} ms, errs ${r.non2xx + r.errors}`;
+    `p99.9 ${fmtMs(r.p999Ms)} ms, errs ${r.non2xx + r.errors}; cores: servers ` +
+    `${(r.watchedCpuS / r.elapsedS).toFixed(2)}, other processes ` +
+    `${Math.max(0, (r.machineBusyCpuS - r.watchedCpuS - r.cpuS) / r.elapsedS).toFixed(2)}`;
   figures.push(["write c=64, empty store", row(empty)]);
   figures.push([`write c=64, ${load.ok} keys loaded`, row(loaded)]);
   figures.push([
