@@ -91,6 +91,8 @@ export interface LoadResult {
   cpuS: number;
   /** CPU seconds the watchPids used together over the measured window; NaN off Linux. */
   watchedCpuS: number;
+  /** The slowest successful requests: wall-clock start (ISO, to match server logs) and latency. */
+  slowest: { at: string; ms: number }[];
   /** CPU seconds the whole machine was busy over the measured window (all processes); NaN off Linux. */
   machineBusyCpuS: number;
 }
@@ -236,6 +238,13 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   const stopAt = measureFrom + cfg.seconds * 1000;
   let lastDone = measureFrom;
 
+  const slowest: { t0: number; ms: number }[] = [];
+  const noteSlow = (t0: number, ms: number) => {
+    if (slowest.length >= 10 && ms <= (slowest[slowest.length - 1]?.ms ?? 0)) return;
+    slowest.push({ t0, ms });
+    slowest.sort((a, b) => b.ms - a.ms);
+    if (slowest.length > 10) slowest.pop();
+  };
   const count = (key: string) => statusCounts[key] = (statusCounts[key] ?? 0) + 1;
 
   async function write(base: string, key: string): Promise<Answer> {
@@ -294,6 +303,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
           if (t0 >= measureFrom) {
             ok++;
             pushSample(samples, t1 - t0);
+            noteSlow(t0, t1 - t0);
           }
         } else {
           if (t0 >= measureFrom) non2xx++;
@@ -374,6 +384,10 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
     cpuS,
     watchedCpuS,
     machineBusyCpuS,
+    slowest: slowest.map((x) => ({
+      at: new Date(performance.timeOrigin + x.t0).toISOString(),
+      ms: Math.round(x.ms * 10) / 10,
+    })),
   };
 }
 
