@@ -687,7 +687,10 @@ class Simulation {
         `commit: node ${node.id} went from commit ${node.commit} back to ${s.commit}`,
       );
     }
-    if (s.commit > node.commit) this.#checker.observeCommit(node.commit, s.commit, s.term);
+    if (s.commit > node.commit) {
+      this.#checker.observeCommit(node.commit, s.commit, s.term);
+      this.#t(`n${node.id} commit ${node.commit} -> ${s.commit}`);
+    }
     if (s.role !== node.role || s.term !== node.term) {
       this.#t(`n${node.id} role ${node.role}/t${node.term} -> ${s.role}/t${s.term}`);
     }
@@ -889,6 +892,7 @@ class Simulation {
   #world(): void {
     const tick = this.#now / TICK_MS;
     this.stats.ticks = tick;
+    this.#t(`--- tick ${tick} ---`);
     if (this.#now < this.#faultEndMs) {
       this.#faults();
       this.#clients();
