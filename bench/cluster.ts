@@ -58,6 +58,15 @@ export async function makeTempDir(prefix: string, base?: string): Promise<string
   return dir;
 }
 
+/** Prints the last lines of each node's log to stderr (the logs go when the temp dir is removed). */
+export async function printLogTails(nodes: ClusterNode[], lines = 15): Promise<void> {
+  for (const n of nodes) {
+    const text = await Deno.readTextFile(n.proc.logPath).catch(() => "");
+    const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
+    console.error(`--- last lines of ${n.proc.logPath}\n${tail || "(empty)"}`);
+  }
+}
+
 /** Keeps a temp dir made by {@linkcode makeTempDir}: cleanup will not remove it. */
 export function keepTempDir(dir: string): void {
   tempDirs.delete(dir);
@@ -362,32 +371,42 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
     },
   };
 
-  const n1 = launch(undefined);
-  await waitFor(
-    `${n1.name} to elect itself`,
-    async () => {
-      const ms = await raftkvMembers(n1.apiUrl);
-      return ms.some((m) => m.leader === true) ? true : undefined;
-    },
-    opts.startTimeoutMs,
-    100,
-    anyExited,
-  );
-  for (let k = 2; k <= size; k++) {
-    launch(n1.peerAddr);
-    await waitMembers(n1, k);
+  try {
+    await formRaftkvCluster();
+  } catch (e) {
+    for (const n of nodes) await stopServer(n.proc, 3000);
+    await printLogTails(nodes);
+    throw e;
   }
-  await waitFor(
-    "a PUT to succeed",
-    async () => {
-      const leader = await leaderUrl();
-      return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
-    },
-    opts.startTimeoutMs,
-    200,
-    anyExited,
-  );
   return cluster;
+
+  async function formRaftkvCluster(): Promise<void> {
+    const n1 = launch(undefined);
+    await waitFor(
+      `${n1.name} to elect itself`,
+      async () => {
+        const ms = await raftkvMembers(n1.apiUrl);
+        return ms.some((m) => m.leader === true) ? true : undefined;
+      },
+      opts.startTimeoutMs,
+      100,
+      anyExited,
+    );
+    for (let k = 2; k <= size; k++) {
+      launch(n1.peerAddr);
+      await waitMembers(n1, k);
+    }
+    await waitFor(
+      "a PUT to succeed",
+      async () => {
+        const leader = await leaderUrl();
+        return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
+      },
+      opts.startTimeoutMs,
+      200,
+      anyExited,
+    );
+  }
 }
 
 /** How to start etcd members. */
@@ -554,21 +573,27 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
     },
   };
 
-  const initial = clusterSpec(members);
-  for (const m of members) start(m, initial, "new");
-  await waitFor(
-    "etcd to elect a leader and accept a put",
-    async () => {
-      const leader = await leaderUrl();
-      return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
-    },
-    opts.startTimeoutMs,
-    200,
-    () => {
-      const dead = nodes.find((n) => !running.has(n.proc));
-      return dead && `${dead.name} exited during start; see ${dead.proc.logPath}`;
-    },
-  );
+  try {
+    const initial = clusterSpec(members);
+    for (const m of members) start(m, initial, "new");
+    await waitFor(
+      "etcd to elect a leader and accept a put",
+      async () => {
+        const leader = await leaderUrl();
+        return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
+      },
+      opts.startTimeoutMs,
+      200,
+      () => {
+        const dead = nodes.find((n) => !running.has(n.proc));
+        return dead && `${dead.name} exited during start; see ${dead.proc.logPath}`;
+      },
+    );
+  } catch (e) {
+    for (const n of nodes) await stopServer(n.proc, 3000);
+    await printLogTails(nodes);
+    throw e;
+  }
   return cluster;
 }
 
@@ -732,51 +757,92 @@ export interface RowResult {
   serverCores: number;
 }
 
-/** Runs every row against a cluster, each from a fresh load-generator process. */
-export async function runWorkloads(cluster: Cluster, opts: WorkloadOptions): Promise<RowResult[]> {
-  const out: RowResult[] = [];
-  const readRanges: KeyRange[] = [];
-  const all = cluster.nodes.map((n) => n.apiUrl);
+/**
+ * Runs every row against every cluster, each row from a fresh load-generator
+ * process. Rows are interleaved (row 1 on each system, then row 2, …) so that
+ * a disturbance on a shared machine hits the systems alike; the clusters not
+ * under load sit idle meanwhile. A cluster whose row fails is dropped from the
+ * later rows, with a note.
+ */
+export async function runWorkloads(
+  clusters: Cluster[],
+  opts: WorkloadOptions,
+  notes: string[],
+): Promise<Map<LoadSystem, RowResult[]>> {
+  const out = new Map<LoadSystem, RowResult[]>();
+  const readRanges = new Map<LoadSystem, KeyRange[]>();
+  const live = new Set(clusters);
+  for (const c of clusters) {
+    out.set(c.system, []);
+    readRanges.set(c.system, []);
+  }
   for (const [i, spec] of opts.rows.entries()) {
-    const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
-    const prefix = `${cluster.system}-r${i}-`;
-    const cfg: LoadConfig = {
-      label: `${cluster.system} ${spec.label}`,
-      system: cluster.system,
-      mode: spec.mode,
-      clients: spec.clients,
-      seconds: opts.seconds,
-      warmupSeconds: opts.warmupSeconds,
-      valueBytes: opts.valueBytes,
-      writeUrls: spec.writeTo === "leader" ? [leader] : all,
-      readUrls: all,
-      keyPrefix: prefix,
-      readRanges: [...readRanges],
-      client: opts.client,
-      timeoutMs: opts.timeoutMs,
-      watchPids: cluster.nodes.map((n) => n.proc.pid),
-    };
-    if (spec.mode !== "write" && readRanges.length === 0) {
-      console.error(`skipping ${spec.label}: no keys written before it`);
-      continue;
+    for (const cluster of clusters) {
+      if (!live.has(cluster)) continue;
+      const ranges = readRanges.get(cluster.system) ?? [];
+      if (spec.mode !== "write" && ranges.length === 0) {
+        console.error(`skipping ${spec.label}: no keys written before it`);
+        continue;
+      }
+      try {
+        const row = await runRow(cluster, spec, i, ranges, opts);
+        if (spec.mode === "write" && row.result.keysIssued > 0) {
+          ranges.push({ prefix: rowPrefix(cluster, i), count: row.result.keysIssued });
+        }
+        out.get(cluster.system)?.push(row);
+      } catch (e) {
+        notes.push(
+          `${cluster.system} failed in row "${spec.label}": ${e instanceof Error ? e.message : e}`,
+        );
+        console.error(notes[notes.length - 1]);
+        live.delete(cluster);
+      }
     }
-    const { result, socketsMidRun } = await runLoadProcess(cfg);
-    const serverCores = result.watchedCpuS / result.elapsedS;
-    if (spec.mode === "write" && result.keysIssued > 0) {
-      readRanges.push({ prefix, count: result.keysIssued });
-    }
-    console.error(
-      `${cfg.label}: ${Math.round(result.opsPerS)} ops/s p50 ${fmtMs(result.p50Ms)} ms ` +
-        `p99 ${fmtMs(result.p99Ms)} ms p99.9 ${fmtMs(result.p999Ms)} ms ` +
-        `non2xx ${result.non2xx} errors ${result.errors} sockets ${socketsMidRun} ` +
-        `cores: servers ${serverCores.toFixed(2)} load ${
-          (result.cpuS / result.elapsedS).toFixed(2)
-        }` +
-        (result.errorSamples.length ? ` (${result.errorSamples[0]})` : ""),
-    );
-    out.push({ spec, result, socketsMidRun, serverCores });
   }
   return out;
+}
+
+function rowPrefix(cluster: Cluster, row: number): string {
+  return `${cluster.system}-r${row}-`;
+}
+
+async function runRow(
+  cluster: Cluster,
+  spec: RowSpec,
+  index: number,
+  readRanges: KeyRange[],
+  opts: WorkloadOptions,
+): Promise<RowResult> {
+  const all = cluster.nodes.map((n) => n.apiUrl);
+  const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+  const cfg: LoadConfig = {
+    label: `${cluster.system} ${spec.label}`,
+    system: cluster.system,
+    mode: spec.mode,
+    clients: spec.clients,
+    seconds: opts.seconds,
+    warmupSeconds: opts.warmupSeconds,
+    valueBytes: opts.valueBytes,
+    writeUrls: spec.writeTo === "leader" ? [leader] : all,
+    readUrls: all,
+    keyPrefix: rowPrefix(cluster, index),
+    readRanges: [...readRanges],
+    client: opts.client,
+    timeoutMs: opts.timeoutMs,
+    watchPids: cluster.nodes.map((n) => n.proc.pid),
+  };
+  const { result, socketsMidRun } = await runLoadProcess(cfg);
+  const serverCores = result.watchedCpuS / result.elapsedS;
+  console.error(
+    `${cfg.label}: ${Math.round(result.opsPerS)} ops/s p50 ${fmtMs(result.p50Ms)} ms ` +
+      `p99 ${fmtMs(result.p99Ms)} ms p99.9 ${fmtMs(result.p999Ms)} ms ` +
+      `non2xx ${result.non2xx} errors ${result.errors} sockets ${socketsMidRun} ` +
+      `cores: servers ${serverCores.toFixed(2)} load ${
+        (result.cpuS / result.elapsedS).toFixed(2)
+      }` +
+      (result.errorSamples.length ? ` (${result.errorSamples[0]})` : ""),
+  );
+  return { spec, result, socketsMidRun, serverCores };
 }
 
 /** Formats milliseconds for the table. */
@@ -968,20 +1034,16 @@ async function main(): Promise<number> {
   let etcdRows: RowResult[] = [];
   const notes: string[] = [];
   try {
+    const clusters: Cluster[] = [];
     if (systems.has("raftkv")) {
       console.error(`starting raftkv: ${raftkvCmd.join(" ")}`);
       try {
-        const cluster = await startRaftkvCluster({
-          cmd: raftkvCmd,
-          baseDir: base,
-          startTimeoutMs: 60_000,
-        });
-        raftkvRows = await runWorkloads(cluster, wl);
-        for (const n of cluster.nodes) await stopServer(n.proc);
+        clusters.push(
+          await startRaftkvCluster({ cmd: raftkvCmd, baseDir: base, startTimeoutMs: 60_000 }),
+        );
       } catch (e) {
-        notes.push(`raftkv failed: ${e instanceof Error ? e.message : e}`);
+        notes.push(`raftkv failed to start: ${e instanceof Error ? e.message : e}`);
         console.error(notes[notes.length - 1]);
-        await cleanupServers();
       }
     }
     if (systems.has("etcd")) {
@@ -994,16 +1056,20 @@ async function main(): Promise<number> {
         const version = await etcdVersion(bin);
         console.log(`etcd: ${bin} (${version}), 3 members, default durability, JSON gateway`);
         try {
-          const cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
-          etcdRows = await runWorkloads(cluster, wl);
-          for (const n of cluster.nodes) await stopServer(n.proc);
+          clusters.push(await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 }));
         } catch (e) {
-          notes.push(`etcd failed: ${e instanceof Error ? e.message : e}`);
+          notes.push(`etcd failed to start: ${e instanceof Error ? e.message : e}`);
           console.error(notes[notes.length - 1]);
-          await cleanupServers();
         }
       }
     }
+    if (clusters.length > 1) {
+      console.log("rows interleaved: each row runs on every system before the next row starts");
+    }
+    const results = await runWorkloads(clusters, wl, notes);
+    raftkvRows = results.get("raftkv") ?? [];
+    etcdRows = results.get("etcd") ?? [];
+    for (const c of clusters) for (const n of c.nodes) await stopServer(n.proc);
   } finally {
     await cleanup();
   }
@@ -1046,10 +1112,6 @@ async function main(): Promise<number> {
 /** Drops the `--` that `deno task NAME -- options` passes through. */
 export function stripDashes(args: string[]): string[] {
   return args[0] === "--" ? args.slice(1) : args;
-}
-
-async function cleanupServers(): Promise<void> {
-  await Promise.all([...running].map((p) => stopServer(p, 3000)));
 }
 
 if (import.meta.main) {
