@@ -156,7 +156,7 @@ export function drawConfig(rng: Prng): SimConfig {
     transferRatePerTick: rng.pick([0, 0.005, 0.02]),
     compactEveryEntries: rng.pick([5, 20, 100, Infinity]),
     compactKeepEntries: rng.pick([0, 3, 20]),
-    faultTicks: 600,
+    faultTicks: 900,
     healTicksMax: 300,
   };
 }
