@@ -305,7 +305,7 @@ export class RaftNode implements AsyncDisposable {
     this.#ticks++;
     this.#core.tick();
     this.#checkReadRound();
-    if (this.#ticks % 5 === 0) this.#maybePromoteLearners();
+    this.#maybePromoteLearners();
     this.#schedule();
   }
 
@@ -775,10 +775,18 @@ export class RaftNode implements AsyncDisposable {
     if (learner === undefined) return;
     this.#promoting = true;
     const signal = AbortSignal.timeout(5000);
+    let promoted = false;
     this.#changeMembership({ type: "promote", nodeId: learner }, signal).then(
-      () => this.#log("promoted learner to voter", { node: learner }),
+      () => {
+        promoted = true;
+        this.#log("promoted learner to voter", { node: learner });
+      },
       (error) => this.#log("cannot promote learner yet", { node: learner, error: String(error) }),
-    ).finally(() => this.#promoting = false);
+    ).finally(() => {
+      this.#promoting = false;
+      // The next learner that has caught up need not wait for a tick.
+      if (promoted) this.#maybePromoteLearners();
+    });
   }
 
   /** Handles a join request on the leader: the new node is added as a learner. */
