@@ -137,14 +137,28 @@ export async function waitFor<T>(
   }
 }
 
-/** Returns `n` distinct free TCP ports on 127.0.0.1: bound to port 0 together, read, closed. */
+/** Ports this process has handed out: never handed out twice (a node may not listen yet). */
+const portsHandedOut = new Set<number>();
+
+/**
+ * Returns `n` distinct free TCP ports on 127.0.0.1: bound to port 0 together,
+ * read, closed. A port handed out before by this process is skipped.
+ */
 export function freePorts(n: number): number[] {
-  const listeners = Array.from(
-    { length: n },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((l) => l.addr.port);
-  for (const l of listeners) l.close();
+  const listeners: Deno.Listener[] = [];
+  const ports: number[] = [];
+  try {
+    for (let attempt = 0; ports.length < n && attempt < 100 * n; attempt++) {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      listeners.push(listener);
+      if (portsHandedOut.has(listener.addr.port)) continue;
+      ports.push(listener.addr.port);
+    }
+  } finally {
+    for (const l of listeners) l.close();
+  }
+  if (ports.length < n) throw new Error(`Cannot find ${n} free ports`);
+  for (const p of ports) portsHandedOut.add(p);
   return ports;
 }
 
