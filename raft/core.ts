@@ -192,9 +192,17 @@ export class RaftCore {
   #leader: NodeId = NONE;
   #state: RoleState = { role: "follower" };
   #log: RaftLog;
+  /**
+   * Thesis §4.1: a node uses the newest configuration in its log, committed
+   * or not; a truncated change is rolled back. `#confBase` is the
+   * configuration at the log's compaction point, `#confHistory` one entry
+   * per membership change in the log after it, `#conf` the newest.
+   */
   #conf: ConfState;
-  /** Highest index whose membership change (if any) is reflected in `#conf`. */
-  #confIndex: number;
+  #confBase: ConfState;
+  #confHistory: { index: number; conf: ConfState; change: ConfChange }[] = [];
+  /** Highest committed index already scanned for committed membership changes. */
+  #confCommitScan: number;
   #removed = false;
 
   #electionElapsed = 0;
@@ -257,10 +265,11 @@ export class RaftCore {
       applied,
     });
     // The configuration is the snapshot's plus every committed change after it.
+    this.#confBase = snapshotMeta.conf;
     this.#conf = snapshotMeta.conf;
-    this.#confIndex = snapshotMeta.index;
-    this.#applyCommittedConfChanges();
-    this.#removed = this.#conf.removed.includes(this.id);
+    this.#confCommitScan = this.#log.committed;
+    this.#rebuildConf(this.#log.firstIndex());
+    this.#removed = this.#confAt(this.#log.committed).removed.includes(this.id);
     this.#prevHardState = this.#hardState();
     this.#durableTerm = this.#term;
     this.#durableVote = this.#vote;
@@ -286,7 +295,7 @@ export class RaftCore {
       return;
     }
     if (
-      m.from !== this.id && m.from !== NONE && this.#conf.removed.includes(m.from) &&
+      m.from !== this.id && m.from !== NONE && this.#committedRemoved(m.from) &&
       // A leader that committed its own removal hands off with a timeout-now
       // sent right after the append that tells us of that removal: take it.
       m.type !== "timeoutNow"
@@ -878,7 +887,8 @@ export class RaftCore {
       return;
     }
     if (this.#log.matchTerm(m.index, m.logTerm)) {
-      const lastNew = this.#log.maybeAppend(m.index, m.entries);
+      const { lastNew, changedFrom } = this.#log.maybeAppend(m.index, m.entries);
+      if (changedFrom !== Infinity) this.#rebuildConf(changedFrom);
       this.#commitTo(Math.min(m.commit, lastNew));
       this.#send(message({ type: "appResp", from: this.id, to: m.from, index: lastNew }));
       return;
@@ -924,8 +934,10 @@ export class RaftCore {
     }
     this.#logLine("installing snapshot", { id: this.id, index, term });
     this.#log.restore(index, term);
+    this.#confBase = snap.meta.conf;
+    this.#confHistory = [];
     this.#conf = snap.meta.conf;
-    this.#confIndex = index;
+    this.#confCommitScan = index;
     this.#removed = this.#conf.removed.includes(this.id);
     this.#snapshotMeta = snap.meta;
     this.#pendingSnapshot = snap;
@@ -933,66 +945,94 @@ export class RaftCore {
   }
 
   #commitTo(index: number): void {
-    if (this.#log.commitTo(index)) this.#applyCommittedConfChanges();
+    if (this.#log.commitTo(index)) this.#onCommittedConfChanges();
   }
 
-  /** Membership changes take effect when their entry commits. */
-  #applyCommittedConfChanges(): void {
-    const committed = this.#log.committed;
-    for (let i = Math.max(this.#confIndex + 1, this.#log.firstIndex()); i <= committed; i++) {
-      const e = this.#log.entry(i)!;
+  /** The configuration in force at `index` (the newest change at or before it). */
+  #confAt(index: number): ConfState {
+    let conf = this.#confBase;
+    for (const h of this.#confHistory) {
+      if (h.index > index) break;
+      conf = h.conf;
+    }
+    return conf;
+  }
+
+  /** True if `id`'s removal is committed (so telling it so is final). */
+  #committedRemoved(id: NodeId): boolean {
+    return this.#conf.removed.includes(id) &&
+      this.#confAt(this.#log.committed).removed.includes(id);
+  }
+
+  /**
+   * Recomputes the configuration from the log's entries at and after
+   * `from` (they were appended, or replaced a conflicting suffix).
+   */
+  #rebuildConf(from: number): void {
+    while (this.#confHistory.length > 0 && this.#confHistory.at(-1)!.index >= from) {
+      this.#confHistory.pop();
+    }
+    let conf = this.#confHistory.at(-1)?.conf ?? this.#confBase;
+    for (const e of this.#log.entriesFrom(Math.max(from, this.#log.firstIndex()))) {
       if (e.type !== "conf") continue;
       let cc: ConfChange;
       try {
         cc = decodeConfChange(e.data);
       } catch {
-        this.#logLine("ignored a malformed membership entry", { id: this.id, index: i });
+        this.#logLine("ignored a malformed membership entry", { id: this.id, index: e.index });
         continue;
       }
-      // A proposal was validated by its leader; re-check here so that every
-      // node applies the same (deterministic) outcome.
-      if (confChangeError(this.#conf, cc) !== undefined) continue;
-      this.#conf = applyConfChange(this.#conf, cc);
-      this.#logLine("applied membership change", {
+      // A proposal was validated by its leader; re-checking against the
+      // configuration before it keeps every node's outcome the same.
+      if (confChangeError(conf, cc) !== undefined) continue;
+      conf = applyConfChange(conf, cc);
+      this.#confHistory.push({ index: e.index, conf, change: cc });
+    }
+    this.#conf = conf;
+  }
+
+  /** Effects of membership changes that just committed: a removed node learns it is out. */
+  #onCommittedConfChanges(): void {
+    const committed = this.#log.committed;
+    for (const h of this.#confHistory) {
+      if (h.index <= this.#confCommitScan) continue;
+      if (h.index > committed) break;
+      this.#logLine("membership change committed", {
         id: this.id,
-        index: i,
-        change: cc.type,
-        node: cc.nodeId,
+        index: h.index,
+        change: h.change.type,
+        node: h.change.nodeId,
       });
-      if (this.#state.role === "leader") this.#leaderConfChanged(this.#state, cc);
-      if (cc.type === "remove" && cc.nodeId === this.id) {
+      if (h.change.type === "remove" && h.change.nodeId === this.id) {
         this.#removed = true;
         if (this.#state.role === "leader") this.#stepDownRemoved(this.#state);
       }
     }
-    this.#confIndex = Math.max(this.#confIndex, committed);
+    this.#confCommitScan = Math.max(this.#confCommitScan, committed);
   }
 
   // ---------------------------------------------------------------- leader
 
-  #leaderConfChanged(st: LeaderState, cc: ConfChange): void {
-    switch (cc.type) {
-      case "addVoter":
-      case "addLearner":
-        if (!st.progress.has(cc.nodeId)) {
-          const pr = new Progress(
-            this.#log.lastIndex() + 1,
-            cc.type === "addLearner",
-            this.#inflightMessagesMax,
-          );
-          pr.recentActive = true;
-          st.progress.set(cc.nodeId, pr);
-        }
-        break;
-      case "promote": {
-        const pr = st.progress.get(cc.nodeId);
-        if (pr) pr.isLearner = false;
-        break;
+  /** Brings the leader's per-peer progress in line with the configuration. */
+  #syncProgress(st: LeaderState): void {
+    const members = new Set([...this.#conf.voters, ...this.#conf.learners]);
+    for (const id of [...st.progress.keys()]) {
+      // The leader keeps its own record while its removal is pending.
+      if (!members.has(id) && id !== this.id) {
+        st.progress.delete(id);
+        if (st.transferee === id) st.transferee = NONE;
       }
-      case "remove":
-        st.progress.delete(cc.nodeId);
-        if (st.transferee === cc.nodeId) st.transferee = NONE;
-        break;
+    }
+    for (const id of members) {
+      const learner = this.#conf.learners.includes(id);
+      const pr = st.progress.get(id);
+      if (pr) {
+        pr.isLearner = learner;
+        continue;
+      }
+      const fresh = new Progress(this.#log.lastIndex() + 1, learner, this.#inflightMessagesMax);
+      fresh.recentActive = true;
+      st.progress.set(id, fresh);
     }
   }
 
@@ -1095,6 +1135,10 @@ export class RaftCore {
       e.term = this.#term;
     }
     this.#log.append(entries);
+    if (entries.some((e) => e.type === "conf")) {
+      this.#rebuildConf(entries[0]!.index);
+      if (this.#state.role === "leader") this.#syncProgress(this.#state);
+    }
     return index;
   }
 

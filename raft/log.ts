@@ -150,9 +150,9 @@ export class RaftLog {
    * §5.3: appends a leader's entries that follow `prevIndex`; an existing
    * entry that conflicts (same index, other term) is deleted with all that
    * follow it. Entries already present are kept. Returns the index of the
-   * last new entry.
+   * last new entry and the first index whose entry changed (Infinity if none).
    */
-  maybeAppend(prevIndex: number, entries: Entry[]): number {
+  maybeAppend(prevIndex: number, entries: Entry[]): { lastNew: number; changedFrom: number } {
     let i = 0;
     // Skip entries we already hold (they match by log matching).
     for (; i < entries.length; i++) {
@@ -161,8 +161,10 @@ export class RaftLog {
       if (e.index <= this.snapIndex) continue; // already in our snapshot
       if (t !== e.term) break;
     }
+    let changedFrom = Infinity;
     if (i < entries.length) {
       const first = entries[i]!;
+      changedFrom = first.index;
       if (first.index <= this.committed) {
         // Raft guarantees committed entries never conflict; continuing would
         // apply a different history than the rest of the cluster.
@@ -173,7 +175,7 @@ export class RaftLog {
       this.truncateFrom(first.index);
       this.append(entries.slice(i));
     }
-    return prevIndex + entries.length;
+    return { lastNew: prevIndex + entries.length, changedFrom };
   }
 
   /** Deletes the entries from `index` on. */

@@ -256,6 +256,7 @@ export class RaftNode implements AsyncDisposable {
         },
       });
       const raftAddr = options.raftAdvertise ?? advertised(transport.addr, options.raftListen);
+      transport.setAdvertiseAddr(raftAddr);
       const apiAddr = options.apiAdvertise;
       const start = await prepare(
         storage,
@@ -356,6 +357,7 @@ export class RaftNode implements AsyncDisposable {
   }
 
   async #handleReady(rd: Ready): Promise<void> {
+    this.#learnAddresses(rd.entries);
     this.#sendMessages(rd.messages);
     if (rd.softState) this.#onSoftState(rd);
     if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
@@ -480,6 +482,23 @@ export class RaftNode implements AsyncDisposable {
     for (const w of this.#confWaiters.get(key) ?? []) w.resolve();
     this.#confWaiters.delete(key);
     this.#log("membership changed", { index: e.index, change: cc.type, node: cc.nodeId });
+  }
+
+  /**
+   * A membership change is in force once in the log (thesis §4.1), before
+   * it is applied: learn a new member's address as soon as its entry appears.
+   */
+  #learnAddresses(entries: Entry[]): void {
+    for (const e of entries) {
+      if (e.type !== "conf") continue;
+      try {
+        const cc = decodeConfChange(e.data);
+        if (!cc.context || this.#members.has(cc.nodeId)) continue;
+        const ctx = decode(cc.context) as ConfContext;
+        this.#members.set(cc.nodeId, { addr: ctx.addr, api: ctx.api, removed: false });
+        if (cc.nodeId !== this.id) this.#transport.setPeer(cc.nodeId, ctx.addr);
+      } catch { /* malformed: the core skips it too */ }
+    }
   }
 
   /** Points the transport at every member (removed ones too: they are told they were removed). */
@@ -770,7 +789,9 @@ export class RaftNode implements AsyncDisposable {
     const st = this.#core.status();
     const learner = st.conf.learners.find((id) => {
       const pr = st.progress?.[id];
-      return pr !== undefined && pr.active && st.commit - pr.match <= 100;
+      // Caught up: it acknowledged appends (replicating) and is close to the commit index.
+      return pr !== undefined && pr.active && pr.state === "replicate" && pr.match > 0 &&
+        st.commit - pr.match <= 100;
     });
     if (learner === undefined) return;
     this.#promoting = true;

@@ -12,7 +12,9 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what:
   throw new Error(`Gave up waiting for ${what}`);
 }
 
-const quiet = () => {};
+const quiet = Deno.env.get("NODE_TEST_LOG")
+  ? (m: string, f: Record<string, unknown>) => console.log(m, JSON.stringify(f))
+  : () => {};
 const signal = () => AbortSignal.timeout(5000);
 
 async function open(dir: string, extra: Partial<NodeOptions> = {}): Promise<RaftNode> {

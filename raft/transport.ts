@@ -89,6 +89,8 @@ interface Handshake {
   clusterId: string;
   from: NodeId;
   kind: "raft" | "rpc";
+  /** The dialler's own raft address, so that a node that lost its address book can answer. */
+  addr?: string;
 }
 
 interface HostPort {
@@ -206,6 +208,7 @@ export class TcpTransport implements AsyncDisposable {
   #unknownPeersLogged = new Set<NodeId>();
   #stats: TransportStats = { messagesSent: 0, batchesWritten: 0, messagesDropped: 0 };
   #closed = false;
+  #advertiseAddr: string | undefined;
   #closedSignal: Promise<void>;
   #resolveClosed!: () => void;
 
@@ -299,6 +302,11 @@ export class TcpTransport implements AsyncDisposable {
     if (peer === undefined) return;
     this.#peers.delete(id);
     this.#stopPeer(peer);
+  }
+
+  /** The raft address this node tells peers in its handshakes. */
+  setAdvertiseAddr(addr: string): void {
+    this.#advertiseAddr = addr;
   }
 
   /** Sets this node's id and cluster id once learned (a joining node learns them late). */
@@ -717,6 +725,7 @@ export class TcpTransport implements AsyncDisposable {
         from: this.#nodeId,
         kind,
       };
+      if (this.#advertiseAddr !== undefined) handshake.addr = this.#advertiseAddr;
       await writer.write([handshake]);
       const reader = new FrameReader(conn, { frameBytesMax: this.#frameBytesMax });
       const { done, value } = await reader.next();
@@ -829,6 +838,13 @@ export class TcpTransport implements AsyncDisposable {
         return;
       }
       await writer.write([{ ok: true }]);
+      if (
+        handshake.kind === "raft" && handshake.addr !== undefined &&
+        !this.#peers.has(handshake.from) && handshake.from !== this.#nodeId
+      ) {
+        // A peer we have no address for (we restarted before learning it): answer it there.
+        this.setPeer(handshake.from, handshake.addr);
+      }
       if (handshake.kind === "rpc") await this.#serveRpc(conn, remote, reader, writer);
       else await this.#serveRaft(handshake.from, reader, writer);
     } catch (error) {
@@ -1019,13 +1035,15 @@ function parseHandshake(value: unknown): Handshake {
   ) {
     throw new TypeError("Cannot accept connection: the first frame is not a raftkv handshake");
   }
-  return {
+  const handshake: Handshake = {
     proto: "raftkv",
     version: value.version,
     clusterId: value.clusterId,
     from: value.from,
     kind: value.kind,
   };
+  if (typeof value.addr === "string" && value.addr.length <= 300) handshake.addr = value.addr;
+  return handshake;
 }
 
 const COUNT_FIELDS = ["from", "to", "term", "logTerm", "index", "commit", "rejectHint"] as const;
