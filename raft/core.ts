@@ -1006,6 +1006,9 @@ export class RaftCore {
       if (h.change.type === "remove" && h.change.nodeId === this.id) {
         this.#removed = true;
         if (this.#state.role === "leader") this.#stepDownRemoved(this.#state);
+      } else if (h.change.type === "remove" && this.#state.role === "leader") {
+        // Tell the removed node now (it gets no more appends), so it can shut down at once.
+        this.#send(message({ type: "removed", from: this.id, to: h.change.nodeId }));
       }
     }
     this.#confCommitScan = Math.max(this.#confCommitScan, committed);

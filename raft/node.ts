@@ -197,7 +197,9 @@ export class RaftNode implements AsyncDisposable {
     this.#options = {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
       snapshotEntries: init.options.snapshotEntries ?? 10000,
-      catchUpEntries: init.options.catchUpEntries ?? 5000,
+      // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
+      catchUpEntries: init.options.catchUpEntries ??
+        Math.min(5000, init.options.snapshotEntries ?? 10000),
     };
     this.#appliedConf = init.initial.snapshotMeta.conf;
     this.#appliedIndex = init.initial.snapshotMeta.index;
