@@ -241,7 +241,7 @@ async function main(): Promise<number> {
     `${load.ok} keys in ${fmtS(loadMs)} = ${Math.round(load.ok / (loadMs / 1000))} writes/s ` +
     `(p50 ${fmtMs(load.p50Ms)} ms, p99 ${fmtMs(load.p99Ms)} ms, retried failures ${
       load.non2xx + load.errors
-    })`,
+    }${load.non2xx + load.errors > 0 ? `: answers ${JSON.stringify(load.statusCounts)}` : ""})`,
   ]);
   if (load.ok < keys) {
     figures.push(["WARNING", `only ${load.ok} of ${keys} keys were written within the time limit`]);
