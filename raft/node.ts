@@ -922,7 +922,7 @@ export class RaftNode implements AsyncDisposable {
     this.#log("handing leadership over", { to: heir });
     this.#core.transferLeader(heir);
     this.#schedule();
-    const deadline = Date.now() + 1000;
+    const deadline = Date.now() + 500; // a transfer takes a few round trips
     while (this.#core.role === "leader" && Date.now() < deadline) await delay(20);
   }
 
