@@ -717,7 +717,12 @@ class Simulation {
       this.#t(`n${node.id} role ${node.role}/t${node.term} -> ${s.role}/t${s.term}`);
     }
     if (s.role === "leader") {
-      this.#checker.observeLeader(node.id, s.term);
+      // A leader counts once its term and self-vote are on disk. A sole voter
+      // wins in memory at once; if it crashes before the persist, that
+      // leadership had no effect (every message and commit waits for the
+      // persist) and its vote is legitimately forgotten (seed 8010621).
+      const hs = node.storage.hardState;
+      if (hs.term === s.term && hs.vote === node.id) this.#checker.observeLeader(node.id, s.term);
       if (node.role !== "leader" || node.term !== s.term) {
         this.stats.leaders++;
         node.leaderCheckedFrom = 1;
