@@ -24,6 +24,7 @@ import {
   type ConfState,
   emptyConf,
   type Entry,
+  type HardState,
   type InitialState,
   type Message,
   type NodeId,
@@ -41,6 +42,7 @@ import {
   UnknownMemberError,
 } from "./errors.ts";
 import { decode, encode } from "./msgpack.ts";
+import { setImmediate } from "node:timers";
 import { KvStore } from "../kv/store.ts";
 import { encodeCommand, type KvCommand } from "../kv/command.ts";
 
@@ -146,6 +148,10 @@ export class RaftNode implements AsyncDisposable {
   #options: Required<Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "catchUpEntries">>;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
+  /** The newest hard state not yet written (only its commit index changed). */
+  #unsavedHardState: HardState | undefined;
+  #savedTerm: number;
+  #savedVote: NodeId;
   #scheduled = false;
   #persisting = false;
   #stopping = false;
@@ -205,6 +211,8 @@ export class RaftNode implements AsyncDisposable {
     this.#appliedIndex = init.initial.snapshotMeta.index;
     this.#appliedTerm = init.initial.snapshotMeta.term;
     this.#lastSnapshotIndex = init.initial.snapshotMeta.index;
+    this.#savedTerm = init.initial.hardState.term;
+    this.#savedVote = init.initial.hardState.vote;
     this.stopped = new Promise((resolve) => this.#stop = resolve);
     this.#core = new RaftCore({
       id: this.id,
@@ -323,7 +331,9 @@ export class RaftNode implements AsyncDisposable {
   #schedule(): void {
     if (this.#scheduled || this.#stopped) return;
     this.#scheduled = true;
-    queueMicrotask(() => {
+    // After the I/O that is ready now: every request and message that arrived
+    // in this turn joins one batch (one append per follower, one fsync).
+    setImmediate(() => {
       this.#scheduled = false;
       this.#process();
     });
@@ -362,17 +372,37 @@ export class RaftNode implements AsyncDisposable {
     this.#learnAddresses(rd.entries);
     this.#sendMessages(rd.messages);
     if (rd.softState) this.#onSoftState(rd);
-    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+    // Like etcd's MustSync: entries, a snapshot, a new term or a vote need an
+    // fsync; a hard state whose only change is the commit index does not (a
+    // restarted node learns the commit index again from the leader), so it
+    // rides along with the next write instead of costing an fsync of its own.
+    let saved: Promise<void> | undefined;
+    if (rd.hardState) this.#unsavedHardState = rd.hardState;
+    const hs = this.#unsavedHardState;
+    const mustSync = rd.snapshot !== undefined || rd.entries.length > 0 ||
+      (hs !== undefined && (hs.term !== this.#savedTerm || hs.vote !== this.#savedVote));
+    if (mustSync) {
       const req: Parameters<LogStorage["save"]>[0] = { entries: rd.entries };
       if (rd.snapshot) req.snapshot = rd.snapshot;
-      if (rd.hardState) req.hardState = rd.hardState;
-      await this.#storage.save(req);
+      if (hs) {
+        req.hardState = hs;
+        this.#savedTerm = hs.term;
+        this.#savedVote = hs.vote;
+        this.#unsavedHardState = undefined;
+      }
+      saved = this.#storage.save(req);
     }
-    if (this.#stopped) return;
-    this.#sendMessages(rd.persistedMessages);
+    // Committed entries are already durable here and on a quorum (the core hands
+    // out only entries persisted in an earlier Ready): apply them while this
+    // Ready's new entries are written, so a write's answer never waits for the
+    // next batch's fsync. Only in-memory state changes before the fsync.
     if (rd.snapshot) this.#installSnapshot(rd.snapshot);
     for (const e of rd.committedEntries) this.#apply(e);
     for (const rs of rd.readStates) this.#onReadState(rs);
+    this.#releaseAppliedReads();
+    if (saved) await saved;
+    if (this.#stopped) return;
+    this.#sendMessages(rd.persistedMessages);
     this.#core.advance(rd);
     this.#releaseAppliedReads();
     if (this.#core.removed) this.#onRemoved();

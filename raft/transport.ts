@@ -28,6 +28,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { FRAME_BYTES_MAX_DEFAULT, FrameReader, FrameTooLargeError, FrameWriter } from "./frame.ts";
 import type { Entry, Message, MessageType, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
 
@@ -580,6 +581,9 @@ export class TcpTransport implements AsyncDisposable {
     const writer = new FrameWriter(conn, { frameBytesMax: this.#frameBytesMax });
     for (;;) {
       await this.#waitForWork(peer);
+      // Let everything sent in this event-loop turn join the batch: one write
+      // (one syscall, one wake-up of the peer) instead of one per send().
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (peer.stopped) return;
       if (peer.broken !== undefined) throw peer.broken;
       const batch = this.#takeBatch(peer);
