@@ -136,7 +136,7 @@ export interface SimResult {
 
 /** Draws a run's configuration from its generator. */
 export function drawConfig(rng: Prng): SimConfig {
-  return {
+  const config: SimConfig = {
     clusterSize: rng.pick([3, 3, 5, 5, 7]),
     bootstrap: rng.chance(0.25) ? "dynamic" : "static",
     electionTicks: rng.pick([10, 10, 10, 5, 20]),
@@ -160,8 +160,13 @@ export function drawConfig(rng: Prng): SimConfig {
     compactEveryEntries: rng.pick([5, 20, 100, Infinity]),
     compactKeepEntries: rng.pick([0, 3, 20]),
     faultTicks: 900,
-    healTicksMax: 300,
+    healTicksMax: 0,
   };
+  // At least thirty election timeouts: without pre-vote a stale voter can win the
+  // race to time out (and so reset the up-to-date voter's timer) several
+  // rounds in a row by plain luck (seed 931368 with aimed overrides: ten).
+  config.healTicksMax = Math.max(300, 30 * config.electionTicks);
+  return config;
 }
 
 type SimEvent =
