@@ -78,6 +78,12 @@ export interface TcpTransportOptions {
   handshakeTimeoutMs?: number;
   /** Default timeout of {@linkcode TcpTransport.request}. Default 5000 ms. */
   requestTimeoutMs?: number;
+  /**
+   * A connection we keep writing to that sends nothing back (the peer
+   * answers every 250 ms while frames arrive) for this long is replaced.
+   * Default 3000 ms.
+   */
+  silenceMsMax?: number;
   /** Log sink; default `console.error`. Pass `() => {}` to silence. */
   log?: TransportLog;
   /** Randomness for backoff jitter, in [0, 1). Default `Math.random`. */
@@ -116,6 +122,10 @@ export interface TransportStats {
 
 /** Per-peer outbound state, driven by one loop (`#runPeer`). */
 interface Peer {
+  /** When a frame last came back on the current connection (or it opened). */
+  heardAt: number;
+  /** When a batch was last written on the current connection. */
+  wroteAt: number;
   id: NodeId;
   addr: string;
   queue: Message[];
@@ -162,6 +172,8 @@ const MESSAGE_TYPES: ReadonlySet<string> = new Set<MessageType>([
 ]);
 
 const BATCH_BYTES_MAX = 1024 * 1024;
+/** How often a receiver tells a sender that its frames arrive (`{frame: "alive"}`). */
+const ALIVE_INTERVAL_MS = 250;
 const BATCH_MESSAGES_MAX = 4096;
 
 /**
@@ -209,6 +221,8 @@ export class TcpTransport implements AsyncDisposable {
   #unknownPeersLogged = new Set<NodeId>();
   #stats: TransportStats = { messagesSent: 0, batchesWritten: 0, messagesDropped: 0 };
   #closed = false;
+  #livenessTimer: ReturnType<typeof setInterval> | undefined;
+  #silenceMsMax: number;
   #advertiseAddr: string | undefined;
   #closedSignal: Promise<void>;
   #resolveClosed!: () => void;
@@ -230,6 +244,7 @@ export class TcpTransport implements AsyncDisposable {
     this.#backoffMaxMs = options.backoffMaxMs ?? 1000;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 5000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.#silenceMsMax = options.silenceMsMax ?? 3000;
     this.#log = options.log ?? ((message, fields) => console.error(message, fields));
     this.#random = options.random ?? Math.random;
     this.#closedSignal = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -261,6 +276,7 @@ export class TcpTransport implements AsyncDisposable {
       return Promise.reject(new Error("Cannot listen: the transport is already listening"));
     }
     this.#handlers = handlers;
+    this.#livenessTimer = setInterval(() => this.#checkLiveness(), ALIVE_INTERVAL_MS);
     const { hostname, port } = parseHostPort(this.#listenAddr, "0.0.0.0");
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.#acceptLoop = this.#accept(this.#listener);
@@ -279,6 +295,8 @@ export class TcpTransport implements AsyncDisposable {
     this.#peers.set(id, {
       id,
       addr,
+      heardAt: 0,
+      wroteAt: 0,
       queue: [],
       head: 0,
       queueBytes: 0,
@@ -359,6 +377,7 @@ export class TcpTransport implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#livenessTimer);
     this.#resolveClosed();
     if (this.#listener !== undefined) closeQuietly(this.#listener);
     for (const peer of this.#peers.values()) this.#stopPeer(peer);
@@ -561,6 +580,7 @@ export class TcpTransport implements AsyncDisposable {
       peer.backoffMs = this.#backoffMinMs;
       peer.conn = conn;
       peer.broken = undefined;
+      peer.heardAt = Date.now();
       const acks = this.#readAcks(peer, reader);
       try {
         await this.#writeLoop(peer, conn);
@@ -593,6 +613,7 @@ export class TcpTransport implements AsyncDisposable {
         continue;
       }
       try {
+        peer.wroteAt = Date.now();
         await writer.write(batch);
         this.#stats.messagesSent += batch.length;
         this.#stats.batchesWritten++;
@@ -684,6 +705,8 @@ export class TcpTransport implements AsyncDisposable {
           broken = new Error("Connection closed by the peer");
           break;
         }
+        peer.heardAt = Date.now();
+        if (isRecord(value) && value.frame === "alive") continue;
         if (isRecord(value) && value.frame === "snapAck" && peer.ack !== undefined) {
           peer.ack.resolve();
           continue;
@@ -698,6 +721,27 @@ export class TcpTransport implements AsyncDisposable {
     peer.ack?.reject(broken);
     if (peer.conn !== undefined) closeQuietly(peer.conn);
     peer.wake?.();
+  }
+
+  /**
+   * Replaces connections that swallow writes: through a partition (packets
+   * dropped, no reset) writes succeed for minutes while nothing arrives, and
+   * TCP's retransmission backoff would delay recovery long after the network
+   * heals. A fresh connection is dialled instead.
+   */
+  #checkLiveness(): void {
+    const now = Date.now();
+    for (const peer of this.#peers.values()) {
+      if (peer.conn === undefined || peer.broken !== undefined) continue;
+      if (peer.wroteAt > peer.heardAt && now - peer.heardAt > this.#silenceMsMax) {
+        peer.broken = new Error(
+          `Cannot reach peer: nothing came back for ${now - peer.heardAt} ms; reconnecting`,
+        );
+        peer.ack?.reject(peer.broken);
+        closeQuietly(peer.conn);
+        peer.wake?.();
+      }
+    }
   }
 
   /** Connects and completes the handshake; rejects with the peer's reason if refused. */
@@ -960,8 +1004,16 @@ export class TcpTransport implements AsyncDisposable {
         });
       }
     };
+    let aliveSentAt = 0;
     for (;;) {
       const { done, value } = await reader.next();
+      const now = Date.now();
+      if (!done && now - aliveSentAt >= ALIVE_INTERVAL_MS) {
+        // Tells the sender its frames arrive: a connection through a partition
+        // accepts writes for minutes while nothing gets here (see #checkLiveness).
+        aliveSentAt = now;
+        await writer.write([{ frame: "alive" }]);
+      }
       if (done) {
         if (snap !== undefined) {
           throw new Error(

@@ -532,3 +532,58 @@ Deno.test("parseHostPort reads host:port, :port and [v6]:port", () => {
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null;
 }
+
+Deno.test("TcpTransport replaces a connection that swallows writes (a partition that drops packets)", async () => {
+  // A peer that completes the handshake, then reads everything and never answers:
+  // what a connection through a packet-dropping partition looks like to the sender.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const acceptLoop = (async () => {
+    for await (const conn of listener) {
+      accepted.push(conn);
+      void (async () => {
+        const buf = new Uint8Array(65536);
+        let answered = false;
+        try {
+          for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+            if (!answered) {
+              answered = true;
+              await conn.write(encodeFrames([{ ok: true }]));
+            }
+          }
+        } catch { /* closed by the test or by the sender */ }
+      })();
+    }
+  })();
+  const logs = new Collector<LogLine>();
+  const sender = new TcpTransport({
+    nodeId: 1,
+    clusterId: "c1",
+    listenAddr: "127.0.0.1:0",
+    silenceMsMax: 300,
+    log: (message, fields) => logs.push({ message, fields }),
+  });
+  await sender.listen({
+    onMessage: () => {},
+    onRequest: () => Promise.resolve(null),
+  });
+  try {
+    sender.setPeer(2, `127.0.0.1:${listener.addr.port}`);
+    const deadline = Date.now() + DEADLINE_MS;
+    for (let i = 0; accepted.length < 2; i++) {
+      assert(Date.now() < deadline, "the silent connection was never replaced");
+      sender.send([app(1, 2, i)]);
+      await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    }
+    assert(hasLog("transport: cannot reach peer", "nothing came back")(logs.items));
+  } finally {
+    await sender.close();
+    listener.close();
+    for (const conn of accepted) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }
+    await acceptLoop;
+  }
+});
