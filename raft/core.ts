@@ -214,6 +214,8 @@ export class RaftCore {
   readonly #checkQuorum: boolean;
   readonly #inflightMessagesMax: number;
   readonly #limits: LogLimits;
+  /** Apply batches are not bound by the size of an append message. */
+  readonly #applyLimits: LogLimits;
   readonly #uncommittedEntriesMax: number;
   readonly #random: () => number;
   readonly #logLine: (message: string, fields: Record<string, unknown>) => void;
@@ -248,6 +250,10 @@ export class RaftCore {
     this.#limits = {
       batchEntriesMax: options.batchEntriesMax ?? 1024,
       batchBytesMax: options.batchBytesMax ?? 1 << 20,
+    };
+    this.#applyLimits = {
+      batchEntriesMax: Math.max(this.#limits.batchEntriesMax, 4096),
+      batchBytesMax: Math.max(this.#limits.batchBytesMax, 64 << 20),
     };
     this.#uncommittedEntriesMax = options.uncommittedEntriesMax ?? 20000;
     this.#random = options.random;
@@ -438,7 +444,7 @@ export class RaftCore {
     this.#readyOutstanding = true;
     const entries = this.#log.unstableEntries();
     if (entries.length > 0) this.#log.persisting = this.#log.lastIndex();
-    const committedEntries = this.#log.entriesToApply(this.#limits);
+    const committedEntries = this.#log.entriesToApply(this.#applyLimits);
     if (committedEntries.length > 0) {
       this.#log.applying = committedEntries[committedEntries.length - 1]!.index;
     }

@@ -58,6 +58,10 @@ export interface SimConfig {
    * skew starves a slow-clocked node of elections when pre-vote is off).
    */
   clockDriftMs: number;
+  /** Entries per append message (small values split a new leader's catch-up into many appends). */
+  batchEntriesMax: number;
+  /** Appends in flight per follower. */
+  inflightMessagesMax: number;
   /** A Ready's fsync completes after a delay uniform in [0, max]. */
   fsyncDelayMaxMs: number;
   /** Probability that a crash with a write in flight keeps a prefix of it (a torn tail). */
@@ -161,11 +165,23 @@ export function drawConfig(rng: Prng): SimConfig {
     compactKeepEntries: rng.pick([0, 3, 20]),
     faultTicks: 900,
     healTicksMax: 0,
+    batchEntriesMax: 1024,
+    inflightMessagesMax: 256,
   };
+  // Drawn last, so that the draws above keep their meaning for older seeds' settings.
+  config.batchEntriesMax = rng.pick([1, 1024, 1024, 1024]);
+  // A small window only with large batches: one entry per round trip cannot
+  // drain a backlog within the liveness budget after healing.
+  const window = rng.pick([1, 2, 8, 256]);
+  config.inflightMessagesMax = config.batchEntriesMax >= 1024 ? window : 256;
   // At least thirty election timeouts: without pre-vote a stale voter can win the
   // race to time out (and so reset the up-to-date voter's timer) several
   // rounds in a row by plain luck (seed 931368 with aimed overrides: ten).
   config.healTicksMax = Math.max(300, 30 * config.electionTicks);
+  // With a few entries per append, every message the network reorders makes the
+  // follower reject what follows and the leader probe again: a backlog drains
+  // slowly (a liveness cost of reordering, which TCP does not do).
+  if (config.batchEntriesMax < 1024) config.healTicksMax *= 3;
   return config;
 }
 
@@ -436,6 +452,8 @@ class Simulation {
       heartbeatTicks: 1,
       preVote: this.config.preVote,
       checkQuorum: this.config.checkQuorum,
+      batchEntriesMax: this.config.batchEntriesMax,
+      inflightMessagesMax: this.config.inflightMessagesMax,
     };
     const trace = this.#trace;
     if (trace !== undefined) {
