@@ -92,6 +92,12 @@ interface LeaderState {
   readsBeforeCommit: Message[];
   /** Leadership transfer in progress to this node, or NONE. */
   transferee: NodeId;
+  /**
+   * Appends to every follower are due (new entries, or a commit index to
+   * spread). They go out once, when messages are next taken, however many
+   * proposals and acknowledgements arrived meanwhile.
+   */
+  bcastPending: boolean;
 }
 
 interface CandidateState {
@@ -429,7 +435,7 @@ export class RaftCore {
   /** True if a Ready has work in it. */
   hasReady(): boolean {
     if (this.#readyOutstanding) return false;
-    return this.#msgs.length > 0 || this.#msgsAfterPersist.length > 0 ||
+    return this.#msgs.length > 0 || (this.#state.role === "leader" && this.#state.bcastPending) || this.#msgsAfterPersist.length > 0 ||
       this.#readStates.length > 0 || this.#pendingSnapshot !== undefined ||
       this.#log.persisting < this.#log.lastIndex() || this.#log.hasEntriesToApply() ||
       !sameHardState(this.#hardState(), this.#prevHardState) ||
@@ -442,6 +448,7 @@ export class RaftCore {
       throw new Error("Cannot take a Ready: the previous one was not advanced");
     }
     this.#readyOutstanding = true;
+    this.#flushBcast();
     const entries = this.#log.unstableEntries();
     if (entries.length > 0) this.#log.persisting = this.#log.lastIndex();
     const committedEntries = this.#log.entriesToApply(this.#applyLimits);
@@ -495,7 +502,7 @@ export class RaftCore {
       // The leader counts its own copy only once it is durable.
       const self = st.progress.get(this.id);
       if (self && self.maybeUpdate(this.#log.stable) && this.#maybeCommit(st)) {
-        this.#bcastAppend(st);
+        st.bcastPending = true;
       }
     }
   }
@@ -506,6 +513,7 @@ export class RaftCore {
    * come out in the next Ready.
    */
   takeMessages(): Message[] {
+    this.#flushBcast();
     const msgs = this.#msgs;
     this.#msgs = [];
     return msgs;
@@ -667,6 +675,7 @@ export class RaftCore {
       reads: [],
       readsBeforeCommit: [],
       transferee: NONE,
+      bcastPending: false,
     };
     this.#state = st;
     this.#leader = this.id;
@@ -1132,7 +1141,7 @@ export class RaftCore {
       m.entries.map((e) => ({ index: 0, term: 0, type: e.type, data: e.data })),
     );
     for (const e of m.entries) if (e.type === "conf") st.pendingConfIndex = last;
-    this.#bcastAppend(st);
+    st.bcastPending = true;
     return true;
   }
 
@@ -1170,7 +1179,7 @@ export class RaftCore {
       pr.becomeReplicate();
     } else if (pr.state === "replicate") pr.inflights.freeLE(m.index);
 
-    if (this.#maybeCommit(st)) this.#bcastAppend(st);
+    if (this.#maybeCommit(st)) st.bcastPending = true;
     else if (this.#state !== st) return; // we committed our own removal and stepped down
     else if (wasPaused) this.#sendAppend(st, m.from);
     // Keep the window full while there is more to send.
@@ -1202,6 +1211,13 @@ export class RaftCore {
 
   #committedInCurrentTerm(): boolean {
     return this.#log.term(this.#log.committed) === this.#term;
+  }
+
+  #flushBcast(): void {
+    const st = this.#state;
+    if (st.role !== "leader" || !st.bcastPending) return;
+    st.bcastPending = false;
+    this.#bcastAppend(st);
   }
 
   #bcastAppend(st: LeaderState): void {
