@@ -34,7 +34,7 @@ Flags:
   --election-timeout MS       time without a leader before an election; a
                               multiple of the heartbeat interval (default: 1000)
   --snapshot-entries N        take a snapshot every N applied entries and
-                              compact the log (default: 10000)
+                              compact the log (default: 100000)
   -h, --help                  print this help and exit
   --version                   print the version and exit
 

@@ -69,7 +69,7 @@ export interface NodeOptions {
   tickIntervalMs?: number;
   electionTicks?: number;
   heartbeatTicks?: number;
-  /** Take a snapshot after this many applied entries. Default 10000. */
+  /** Take a snapshot after this many applied entries. Default 100000 (etcd's default snapshot count). */
   snapshotEntries?: number;
   /** Entries kept in the log behind a snapshot for slow followers. Default 5000. */
   catchUpEntries?: number;
@@ -202,10 +202,10 @@ export class RaftNode implements AsyncDisposable {
     this.#log = init.log;
     this.#options = {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
-      snapshotEntries: init.options.snapshotEntries ?? 10000,
+      snapshotEntries: init.options.snapshotEntries ?? 100_000,
       // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
       catchUpEntries: init.options.catchUpEntries ??
-        Math.min(5000, init.options.snapshotEntries ?? 10000),
+        Math.min(5000, init.options.snapshotEntries ?? 100_000),
     };
     this.#appliedConf = init.initial.snapshotMeta.conf;
     this.#appliedIndex = init.initial.snapshotMeta.index;
