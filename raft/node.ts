@@ -71,6 +71,8 @@ export interface NodeOptions {
   heartbeatTicks?: number;
   /** Take a snapshot after this many applied entries. Default 100000 (etcd's default snapshot count). */
   snapshotEntries?: number;
+  /** Take a snapshot after this many bytes of applied commands, whatever their count. Default 256 MiB. */
+  snapshotBytes?: number;
   /** Entries kept in the log behind a snapshot for slow followers. Default 5000. */
   catchUpEntries?: number;
   /** How long a join keeps retrying before the node gives up. Default 60 s. */
@@ -145,7 +147,9 @@ export class RaftNode implements AsyncDisposable {
   #appliedIndex: number;
   #appliedTerm: number;
   #log: (message: string, fields: Record<string, unknown>) => void;
-  #options: Required<Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "catchUpEntries">>;
+  #options: Required<
+    Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "snapshotBytes" | "catchUpEntries">
+  >;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
   /** The newest hard state not yet written (only its commit index changed). */
@@ -173,6 +177,8 @@ export class RaftNode implements AsyncDisposable {
   #ticks = 0;
   #leaderWaiters: Waiter<void>[] = [];
   #snapshotting = false;
+  /** Command bytes applied since the last snapshot (a log of large values grows by bytes). */
+  #bytesSinceSnapshot = 0;
   #lastSnapshotIndex: number;
   #promoting = false;
   #membershipLock: Promise<unknown> = Promise.resolve();
@@ -203,6 +209,7 @@ export class RaftNode implements AsyncDisposable {
     this.#options = {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
       snapshotEntries: init.options.snapshotEntries ?? 100_000,
+      snapshotBytes: init.options.snapshotBytes ?? 256 * 1024 * 1024,
       // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
       catchUpEntries: init.options.catchUpEntries ??
         Math.min(5000, init.options.snapshotEntries ?? 100_000),
@@ -465,6 +472,7 @@ export class RaftNode implements AsyncDisposable {
     this.#appliedIndex = snap.meta.index;
     this.#appliedTerm = snap.meta.term;
     this.#lastSnapshotIndex = snap.meta.index;
+    this.#bytesSinceSnapshot = 0;
     this.#log("installed snapshot", { index: snap.meta.index, keys: this.#kv.size });
   }
 
@@ -477,6 +485,7 @@ export class RaftNode implements AsyncDisposable {
       return;
     }
     if (e.data.byteLength === 0) return; // a new leader's no-op
+    this.#bytesSinceSnapshot += e.data.byteLength;
     const result = this.#kv.apply(e.data);
     if (!result.ok) {
       this.#log("skipped a malformed command", { index: e.index, error: result.error });
@@ -542,7 +551,10 @@ export class RaftNode implements AsyncDisposable {
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.#stopping) return;
-    if (this.#appliedIndex - this.#lastSnapshotIndex < this.#options.snapshotEntries) return;
+    if (
+      this.#appliedIndex - this.#lastSnapshotIndex < this.#options.snapshotEntries &&
+      this.#bytesSinceSnapshot < this.#options.snapshotBytes
+    ) return;
     this.#snapshotting = true;
     this.#takeSnapshot().then(
       () => this.#snapshotting = false,
@@ -573,6 +585,7 @@ export class RaftNode implements AsyncDisposable {
     await this.#storage.saveSnapshot({ meta, data: encode(payload) }, compactIndex);
     if (this.#stopped) return;
     this.#lastSnapshotIndex = meta.index;
+    this.#bytesSinceSnapshot = 0;
     this.#core.compact(compactIndex, meta);
     this.#log("took snapshot", { index: meta.index, keys: this.#kv.size });
   }

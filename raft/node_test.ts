@@ -131,3 +131,18 @@ Deno.test("a follower that was down while the log was compacted catches up by sn
   assertEquals(await back.get("k0", signal()), "v0");
   await n2.put("still", "works", signal());
 });
+
+Deno.test("a node takes a snapshot once enough command bytes were applied, whatever their count", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "raftkv-node-test-" });
+  const node = await open(dir, { snapshotEntries: 1_000_000, snapshotBytes: 4096 });
+  const snapshots = () => [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".snap"));
+  try {
+    for (let i = 0; i < 10; i++) await node.put(`k${i}`, "v".repeat(100), signal());
+    assertEquals(snapshots().length, 0, "ten small values are under the byte threshold");
+    await node.put("big", "x".repeat(5000), signal());
+    await waitFor(() => snapshots().length === 1, 5000, "a snapshot file");
+  } finally {
+    await node.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
