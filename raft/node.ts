@@ -582,7 +582,7 @@ export class RaftNode implements AsyncDisposable {
     };
     if ((this.#storage.latestSnapshotMeta()?.index ?? 0) >= meta.index) return;
     const compactIndex = Math.max(0, meta.index - this.#options.catchUpEntries);
-    await this.#storage.saveSnapshot({ meta, data: encode(payload) }, compactIndex);
+    await this.#storage.saveSnapshot({ meta, data: encodeSnapshotPayload(payload) }, compactIndex);
     if (this.#stopped) return;
     this.#lastSnapshotIndex = meta.index;
     this.#bytesSinceSnapshot = 0;
@@ -1127,12 +1127,33 @@ async function joinCluster(
   );
 }
 
+/**
+ * The snapshot payload: a 4-byte big-endian length, the MessagePack header
+ * (version, cluster id, members), then the state machine's bytes as they
+ * are. Wrapping 100+ MiB of state in MessagePack would copy it several
+ * times while the buffer grows, stalling the node.
+ */
+function encodeSnapshotPayload(p: SnapshotPayload): Uint8Array {
+  const header = encode({ v: p.v, clusterId: p.clusterId, members: p.members });
+  const out = new Uint8Array(4 + header.byteLength + p.kv.byteLength);
+  new DataView(out.buffer).setUint32(0, header.byteLength);
+  out.set(header, 4);
+  out.set(p.kv, 4 + header.byteLength);
+  return out;
+}
+
 function decodeSnapshotPayload(data: Uint8Array): SnapshotPayload {
-  const p = decode(data) as SnapshotPayload;
-  if (typeof p !== "object" || p === null || p.v !== SNAPSHOT_PAYLOAD_VERSION) {
+  const headerBytes = data.byteLength >= 4
+    ? new DataView(data.buffer, data.byteOffset, 4).getUint32(0)
+    : Infinity;
+  if (4 + headerBytes > data.byteLength) {
+    throw new TypeError("Cannot read the snapshot: its header is cut short");
+  }
+  const h = decode(data.subarray(4, 4 + headerBytes)) as Omit<SnapshotPayload, "kv">;
+  if (typeof h !== "object" || h === null || h.v !== SNAPSHOT_PAYLOAD_VERSION) {
     throw new TypeError("Cannot read the snapshot: unknown payload version");
   }
-  return p;
+  return { ...h, kv: data.subarray(4 + headerBytes) };
 }
 
 function membersFromPayload(p: SnapshotPayload): Map<NodeId, MemberAddr> {
