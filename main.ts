@@ -111,6 +111,8 @@ function isOptionName(name: string): name is OptionName {
  * ```
  */
 export function parseFlags(args: string[]): Flags | { help: true } | { version: true } {
+  // `deno task start -- --raft ...` passes the `--` through: a leading one means nothing.
+  if (args[0] === "--") args = args.slice(1);
   const normalized = normalizeArgs(args);
   let parsed;
   try {

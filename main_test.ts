@@ -193,3 +193,11 @@ Deno.test("raftkv with a bad flag prints one error line and a hint on stderr and
     "raftkv: Unknown flag: -bogus\nTry 'raftkv --help' for more information.\n",
   );
 });
+
+Deno.test("parseFlags ignores a leading -- (as `deno task start -- ...` passes it)", () => {
+  assertEquals(parseFlags(["--", "--state-dir", "d", "--raft", ":1", "--api", ":2"]), {
+    stateDir: "d",
+    raft: ":1",
+    api: ":2",
+  });
+});
