@@ -199,7 +199,11 @@ export async function runCluster(flags: ClusterFlags): Promise<number> {
   await Deno.mkdir(dir, { recursive: true });
   const nodes: RunningNode[] = [];
   let signals = 0;
+  let firstSignalAt = 0;
   const onSignal = (sig: Deno.Signal) => {
+    // One Ctrl-C can arrive twice: from the terminal and forwarded by `deno task`.
+    if (signals > 0 && Date.now() - firstSignalAt < 1000) return;
+    if (signals === 0) firstSignalAt = Date.now();
     signals++;
     say(
       signals === 1
