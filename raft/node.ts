@@ -44,16 +44,8 @@ import {
 import { decode, encode } from "./msgpack.ts";
 import { setImmediate } from "node:timers";
 import { KvStore } from "../kv/store.ts";
+import type { KvService, Member } from "../http/app.ts";
 import { encodeCommand, type KvCommand } from "../kv/command.ts";
-
-/** A member as the HTTP API lists it. */
-export interface Member {
-  id: NodeId;
-  addr: string;
-  api: string;
-  type: "voter" | "learner";
-  leader: boolean;
-}
 
 /** Options of {@linkcode RaftNode.open}. */
 export interface NodeOptions {
@@ -132,7 +124,7 @@ export interface StopReason {
 }
 
 /** One Raft node with its state machine. */
-export class RaftNode implements AsyncDisposable {
+export class RaftNode implements KvService, AsyncDisposable {
   readonly id: NodeId;
   readonly clusterId: string;
   readonly raftAddr: string;

@@ -37,13 +37,8 @@ const START_ATTEMPTS_MAX = 5;
 const LOG_TAIL_LINES = 40;
 
 /** A member as `GET /mgmt/nodes` lists it. */
-export interface Member {
-  id: number;
-  addr: string;
-  api: string;
-  type: "voter" | "learner";
-  leader: boolean;
-}
+export type { Member } from "../http/app.ts";
+import type { Member } from "../http/app.ts";
 
 /** The fields of `GET /mgmt/status` the tests read. */
 export interface NodeStatus {
