@@ -19,6 +19,11 @@
  * @module
  */
 
+import type { Member } from "../http/app.ts";
+
+/** A member as `GET /mgmt/nodes` lists it. */
+export type { Member };
+
 /** The server's entry point, resolved from this file (cwd-independent). */
 export const MAIN_PATH = new URL("../main.ts", import.meta.url).pathname;
 /** The repository's root directory. */
@@ -37,8 +42,6 @@ const START_ATTEMPTS_MAX = 5;
 const LOG_TAIL_LINES = 40;
 
 /** A member as `GET /mgmt/nodes` lists it. */
-export type { Member } from "../http/app.ts";
-import type { Member } from "../http/app.ts";
 
 /** The fields of `GET /mgmt/status` the tests read. */
 export interface NodeStatus {
