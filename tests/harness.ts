@@ -41,8 +41,6 @@ const START_ATTEMPTS_MAX = 5;
 /** Lines of each node's log printed when a test fails. */
 const LOG_TAIL_LINES = 40;
 
-/** A member as `GET /mgmt/nodes` lists it. */
-
 /** The fields of `GET /mgmt/status` the tests read. */
 export interface NodeStatus {
   id: number;
