@@ -435,7 +435,8 @@ export class RaftCore {
   /** True if a Ready has work in it. */
   hasReady(): boolean {
     if (this.#readyOutstanding) return false;
-    return this.#msgs.length > 0 || (this.#state.role === "leader" && this.#state.bcastPending) || this.#msgsAfterPersist.length > 0 ||
+    return this.#msgs.length > 0 || (this.#state.role === "leader" && this.#state.bcastPending) ||
+      this.#msgsAfterPersist.length > 0 ||
       this.#readStates.length > 0 || this.#pendingSnapshot !== undefined ||
       this.#log.persisting < this.#log.lastIndex() || this.#log.hasEntriesToApply() ||
       !sameHardState(this.#hardState(), this.#prevHardState) ||
