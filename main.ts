@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { createApp, type LogFunction } from "./http/app.ts";
-import { type NodeOptions, RaftNode } from "./raft/node.ts";
+import { dialAddress, type NodeOptions, RaftNode } from "./raft/node.ts";
 
 /** The program's version, printed by `--version`. */
 export const VERSION = "0.1.0";
@@ -307,14 +307,6 @@ function levelOf(message: string): LogLevel {
   return "info";
 }
 
-/** The address to show for a listener: an unspecified host becomes 127.0.0.1. */
-function shownAddress(host: string, port: number): string {
-  if (host === "" || host === "0.0.0.0" || host === "::" || host === "[::]") {
-    return `127.0.0.1:${port}`;
-  }
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
 /** Runs a node until it is stopped; returns the exit code. */
 export async function run(flags: Flags): Promise<number> {
   const log = createLogger(flags.logLevel);
@@ -338,7 +330,7 @@ export async function run(flags: Flags): Promise<number> {
     console.error(`raftkv: Cannot listen for HTTP on ${flags.api}: ${errorMessage(error)}`);
     return 1;
   }
-  const apiAddr = flags.advertiseApi ?? shownAddress(api.host, server.addr.port);
+  const apiAddr = flags.advertiseApi ?? dialAddress(api.host, server.addr.port);
   try {
     const options: NodeOptions = {
       stateDir: flags.stateDir,

@@ -25,7 +25,7 @@
 
 import { LogLimits, RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
-import { committedIndex, hasQuorum, quorumSize, voteResult } from "./quorum.ts";
+import { committedIndex, hasQuorum, voteResult } from "./quorum.ts";
 import { decode, encode } from "./msgpack.ts";
 import {
   type ConfChange,
@@ -1399,5 +1399,3 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
   return true;
 }
-
-export { quorumSize };

@@ -264,7 +264,7 @@ export class RaftNode implements KvService, AsyncDisposable {
           node.#schedule();
         },
       });
-      const raftAddr = options.raftAdvertise ?? advertised(transport.addr, options.raftListen);
+      const raftAddr = options.raftAdvertise ?? boundDialAddress(transport.addr);
       transport.setAdvertiseAddr(raftAddr);
       const apiAddr = options.apiAdvertise;
       const start = await prepare(
@@ -1152,15 +1152,21 @@ function membersFromPayload(p: SnapshotPayload): Map<NodeId, MemberAddr> {
   return new Map(p.members.map(([id, addr, api, removed]) => [id, { addr, api, removed }]));
 }
 
-/** The address peers dial: the bound one, with an unspecified host replaced by 127.0.0.1. */
-function advertised(bound: string, _listen: string): string {
-  const i = bound.lastIndexOf(":");
-  const host = bound.slice(0, i);
-  const port = bound.slice(i + 1);
-  if (host === "" || host === "0.0.0.0" || host === "[::]" || host === "::") {
+/**
+ * The address others dial for a listener bound to `host:port`: an
+ * unspecified host (all interfaces) becomes 127.0.0.1.
+ */
+export function dialAddress(host: string, port: number): string {
+  if (host === "" || host === "0.0.0.0" || host === "::" || host === "[::]") {
     return `127.0.0.1:${port}`;
   }
-  return bound;
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** {@linkcode dialAddress} of a bound "host:port". */
+function boundDialAddress(bound: string): string {
+  const i = bound.lastIndexOf(":");
+  return dialAddress(bound.slice(0, i), Number(bound.slice(i + 1)));
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
