@@ -192,6 +192,37 @@ Deno.test("§5.3 the leader commits an entry once a majority stores it, and node
   }
 });
 
+Deno.test("§5.3 a new commit index rides on the next append or heartbeat, or goes on flushCommit when idle", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  assert(c.propose(1, "x"));
+  c.stabilize({ flushCommit: false });
+  assertEquals(c.commands(1), ["x"]); // the leader applies at once
+  assertEquals(c.commands(2), []); // the followers store x but were not told it committed
+  assert(c.core(1).commitPending);
+
+  let since = c.sent.length;
+  assert(c.propose(1, "y"));
+  c.stabilize({ flushCommit: false });
+  for (const id of [2, 3]) assertEquals(c.commands(id), ["x"]); // y's append carried x's commit
+  assertEquals(c.sentOf("app", { from: 1, since }).filter((m) => m.entries.length === 0), []);
+
+  since = c.sent.length;
+  assert(c.core(1).flushCommit());
+  c.stabilize({ flushCommit: false });
+  for (const id of [2, 3]) assertEquals(c.commands(id), ["x", "y"]);
+  assertEquals(c.sentOf("app", { from: 1, since }).length, 2); // one empty append each
+  assert(!c.core(1).commitPending);
+  assert(!c.core(1).flushCommit()); // nothing left to tell
+
+  assert(c.propose(1, "z"));
+  c.stabilize({ flushCommit: false });
+  c.core(1).tick(); // heartbeatTicks 1: a heartbeat carries the commit index
+  c.stabilize({ flushCommit: false });
+  for (const id of [2, 3]) assertEquals(c.commands(id), ["x", "y", "z"]);
+  assert(!c.core(1).commitPending);
+});
+
 /** Terms after the three bootstrap entries (term 1), from Figure 7 of the paper. */
 const FIGURE_7_LEADER = [4, 4, 5, 5, 6, 6, 6];
 const FIGURE_7_FOLLOWERS: [string, string, number[]][] = [

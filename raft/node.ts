@@ -108,6 +108,8 @@ interface ReadWaiter extends Waiter<void> {
 const SNAPSHOT_PAYLOAD_VERSION = 1;
 const PROPOSALS_PENDING_MAX = 65536;
 const READS_PENDING_MAX = 65536;
+/** How long a new commit index may wait for an append to carry it (see #armCommitFlush). */
+const COMMIT_FLUSH_MS = 2;
 
 /** What a join request is answered with. */
 interface JoinAnswer {
@@ -144,6 +146,8 @@ export class RaftNode implements KvService, AsyncDisposable {
   >;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
+  /** Tells the followers a commit index that no append or heartbeat carried in time. */
+  #commitFlushTimer: ReturnType<typeof setTimeout> | undefined;
   /** The newest hard state not yet written (only its commit index changed). */
   #unsavedHardState: HardState | undefined;
   #savedTerm: number;
@@ -342,6 +346,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     if (this.#stopped) return;
     this.#flushProposals();
     this.#sendMessages(this.#core.takeMessages());
+    this.#armCommitFlush();
     if (this.#persisting || !this.#core.hasReady()) return;
     const rd = this.#core.ready();
     this.#persisting = true;
@@ -352,6 +357,19 @@ export class RaftNode implements KvService, AsyncDisposable {
       },
       (error) => this.#fail(error),
     );
+  }
+
+  /**
+   * A new commit index rides on the next append (under load, at once) or
+   * heartbeat; when no write follows within COMMIT_FLUSH_MS, the followers
+   * are told on their own, so their state machines lag by no more than that.
+   */
+  #armCommitFlush(): void {
+    if (this.#commitFlushTimer !== undefined || !this.#core.commitPending) return;
+    this.#commitFlushTimer = setTimeout(() => {
+      this.#commitFlushTimer = undefined;
+      if (!this.#stopped && this.#core.flushCommit()) this.#schedule();
+    }, COMMIT_FLUSH_MS);
   }
 
   #flushProposals(): void {
@@ -966,6 +984,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#stopping = true;
     this.#stopped = true;
     clearInterval(this.#ticker);
+    clearTimeout(this.#commitFlushTimer);
     const err = new StoppedError("Cannot serve: the node stopped");
     for (const w of this.#proposals.values()) w.reject(err);
     this.#proposals.clear();

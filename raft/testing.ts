@@ -411,16 +411,25 @@ export class Cluster {
 
   /**
    * Processes Readys and delivers messages until nothing is left to do
-   * (no tick happens). Throws if that takes more than `roundsMax` rounds.
+   * (no tick happens). When idle, a leader's untold commit index is flushed
+   * with {@linkcode RaftCore.flushCommit}, as the runtime does, unless
+   * `flushCommit` is false. Throws if that takes more than `roundsMax` rounds.
    */
-  stabilize(): void {
+  stabilize(options: { flushCommit?: boolean } = {}): void {
+    const flush = options.flushCommit ?? true;
     for (let round = 0; round < this.#roundsMax; round++) {
       let busy = false;
       for (const id of this.liveIds()) while (this.processReady(id)) busy = true;
       const batch = this.#queue;
       this.#queue = [];
       for (const m of batch) this.deliver(m);
-      if (!busy && batch.length === 0) return;
+      if (busy || batch.length > 0) continue;
+      if (!flush) return;
+      // Idle: a leader tells its followers a commit index no append carried,
+      // as the runtime does when nothing else goes out for a moment.
+      let flushed = false;
+      for (const id of this.liveIds()) if (this.core(id).flushCommit()) flushed = true;
+      if (!flushed) return;
     }
     throw new Error(`Cannot stabilize the cluster within ${this.#roundsMax} rounds`);
   }

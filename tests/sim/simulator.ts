@@ -64,6 +64,11 @@ export interface SimConfig {
   inflightMessagesMax: number;
   /** A Ready's fsync completes after a delay uniform in [0, max]. */
   fsyncDelayMaxMs: number;
+  /**
+   * How long a leader leaves a new commit index for an append or heartbeat to
+   * carry before it tells its followers on its own (`flushCommit`).
+   */
+  commitFlushMs: number;
   /** Probability that a crash with a write in flight keeps a prefix of it (a torn tail). */
   tornWriteRate: number;
   crashRatePerTick: number;
@@ -167,6 +172,7 @@ export function drawConfig(rng: Prng): SimConfig {
     healTicksMax: 0,
     batchEntriesMax: 1024,
     inflightMessagesMax: 256,
+    commitFlushMs: 0,
   };
   // Drawn last, so that the draws above keep their meaning for older seeds' settings.
   config.batchEntriesMax = rng.pick([1, 1024, 1024, 1024]);
@@ -182,6 +188,8 @@ export function drawConfig(rng: Prng): SimConfig {
   // follower reject what follows and the leader probe again: a backlog drains
   // slowly (a liveness cost of reordering, which TCP does not do).
   if (config.batchEntriesMax < 1024) config.healTicksMax *= 3;
+  // 2 is what the runtime does; 30 lets heartbeats (every tick) carry most commits.
+  config.commitFlushMs = rng.pick([0, 1, 2, 2, 5, 30]);
   return config;
 }
 
@@ -191,6 +199,7 @@ type SimEvent =
   | { kind: "deliver"; msg: Message; senderInc: number; reportSnap: boolean }
   | { kind: "snapStatus"; node: NodeId; inc: number; peer: NodeId; reject: boolean }
   | { kind: "fsync"; node: NodeId; inc: number }
+  | { kind: "flushCommit"; node: NodeId; inc: number }
   | { kind: "restart"; node: NodeId; inc: number }
   | { kind: "cut"; from: NodeId; to: NodeId }
   | { kind: "restore"; from: NodeId; to: NodeId }
@@ -228,6 +237,8 @@ interface SimNode {
   writes: Map<string, string>;
   lastSnapshotIndex: number;
   probeApplied: boolean;
+  /** A flushCommit event is queued for this incarnation. */
+  commitFlushQueued: boolean;
   /** This node's tick period: clocks drift apart. */
   tickMs: number;
 }
@@ -411,6 +422,7 @@ class Simulation {
       writes: new Map(),
       lastSnapshotIndex: 0,
       probeApplied: false,
+      commitFlushQueued: false,
       tickMs: TICK_MS + this.#rng.float(-this.config.clockDriftMs, this.config.clockDriftMs),
     };
     this.#nodes.set(id, node);
@@ -439,6 +451,7 @@ class Simulation {
     }
     node.lastSnapshotIndex = node.kv.applied;
     node.inc++;
+    node.commitFlushQueued = false;
     node.pending = undefined;
     node.role = "follower";
     node.term = initial.hardState.term;
@@ -491,6 +504,14 @@ class Simulation {
       case "deliver":
         this.#deliver(ev.msg, ev.senderInc, ev.reportSnap);
         return;
+      case "flushCommit": {
+        const node = this.#nodes.get(ev.node);
+        if (node?.core === undefined || node.inc !== ev.inc) return;
+        node.commitFlushQueued = false;
+        if (node.core.flushCommit()) this.#t(`n${node.id} flushCommit`);
+        this.#afterCore(node);
+        return;
+      }
       case "snapStatus": {
         const node = this.#nodes.get(ev.node);
         if (node?.core === undefined || node.inc !== ev.inc) return;
@@ -572,6 +593,14 @@ class Simulation {
         break;
       }
       this.#fsync(node);
+    }
+    if (node.core?.commitPending && !node.commitFlushQueued) {
+      node.commitFlushQueued = true;
+      this.#queue.push(this.#now + this.config.commitFlushMs, {
+        kind: "flushCommit",
+        node: node.id,
+        inc: node.inc,
+      });
     }
     this.#observe(node);
   }
@@ -790,6 +819,7 @@ class Simulation {
     node.pending = undefined;
     node.stopped = true;
     node.inc++;
+    node.commitFlushQueued = false;
     this.#abandonClientOps(node);
   }
 
@@ -926,6 +956,7 @@ class Simulation {
     node.core = undefined;
     node.pending = undefined;
     node.inc++;
+    node.commitFlushQueued = false;
     this.stats.crashes++;
     this.#abandonClientOps(node);
     const downtime = this.#rng.int(1, this.config.downtimeTicksMax) * TICK_MS;
