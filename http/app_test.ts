@@ -205,6 +205,15 @@ Deno.test("PUT / answers 408 when the body does not arrive before the deadline",
   assertEquals(service.calls, []);
 });
 
+Deno.test("PUT / answers 408 when a body with a declared length does not arrive in time", async () => {
+  const { app, service } = setup({ requestTimeoutMs: 20 });
+  const stalled = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
+  const init = putRequest(stalled, { headers: { "content-length": "30" } });
+  const error = await expectError(await app.request("/", init), 408);
+  assertStringIncludes(error, "within 20 ms");
+  assertEquals(service.calls, []);
+});
+
 Deno.test("GET /{key} answers the value as text plus a newline, 404 JSON if absent", async () => {
   const { app, service } = setup();
   service.data.set("k", "hello");
