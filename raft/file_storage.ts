@@ -50,12 +50,19 @@ import {
   type LoadedState,
   type LogStorage,
   type SaveRequest,
+  type SnapshotSource,
   StorageCorruptionError,
 } from "./storage.ts";
 import type { Entry, EntryType, HardState, Snapshot, SnapshotMeta } from "./types.ts";
 
-/** The WAL and snapshot format version this code writes and reads. */
+/** The WAL format version this code writes and reads. */
 export const FORMAT_VERSION = 1;
+/**
+ * The snapshot file format this code writes. Version 2 puts the data length
+ * in the trailer, so that a snapshot can be written as it is encoded;
+ * version 1 files (length in the header) are still read.
+ */
+export const SNAPSHOT_FORMAT_VERSION = 2;
 /** The largest single write call (snapshots are written in slices of this). */
 const WRITE_SLICE_BYTES = 4 << 20;
 
@@ -63,7 +70,12 @@ const WAL_MAGIC = 0x57564b52; // "RKVW" little-endian
 const SNAP_MAGIC = 0x53564b52; // "RKVS" little-endian
 const SEGMENT_HEADER_BYTES = 20;
 const FRAME_BYTES = 12;
-const SNAP_HEADER_BYTES = 20;
+/** Version 1 header: magic, version, meta length, data length (u64). */
+const SNAP_V1_HEADER_BYTES = 20;
+/** Version 2 header: magic, version, meta length. */
+const SNAP_HEADER_BYTES = 12;
+/** Version 2 trailer: data length (u64), then the CRC-32C of every byte before it. */
+const SNAP_TRAILER_BYTES = 12;
 const SNAPSHOTS_KEPT = 3;
 
 const RECORD_ENTRIES = 1;
@@ -191,7 +203,10 @@ export class FileStorage implements LogStorage {
     this.#checkUsable("save identity");
     const body = JSON.stringify({ version: FORMAT_VERSION, ...identity }) + "\n";
     await this.#failStop(() =>
-      this.#writeAtomically("identity.json", [new TextEncoder().encode(body)])
+      this.#writeAtomically(
+        "identity.json",
+        (file, path) => this.#writeAll(file, path, new TextEncoder().encode(body)),
+      )
     );
   }
 
@@ -256,18 +271,25 @@ export class FileStorage implements LogStorage {
    * segments wholly at or below `compactIndex` (never the active one) and
    * snapshots beyond the newest 3.
    */
-  async saveSnapshot(snapshot: Snapshot, compactIndex: number): Promise<void> {
+  async saveSnapshot(snapshot: Snapshot | SnapshotSource, compactIndex: number): Promise<void> {
     this.#checkUsable("save snapshot");
     checkCompaction(snapshot, compactIndex);
     checkSnapshotOrder(snapshot, this.#snapshotIndex);
     if (snapshot.meta.index > this.#snapshotIndex) this.#snapshotIndex = snapshot.meta.index;
     if (snapshot.meta.index > this.#lastIndex) this.#lastIndex = snapshot.meta.index;
-    await this.#failStop(() =>
-      this.#serialSnapshot(async () => {
-        await this.#writeSnapshotFile(snapshot);
-        await this.#compact(compactIndex);
-      })
-    );
+    await this.#serialSnapshot(async () => {
+      try {
+        await this.#writeSnapshotFile(
+          snapshot.meta,
+          "data" in snapshot ? [snapshot.data] : snapshot.chunks,
+        );
+      } catch (error) {
+        // The producer failed, not the disk: nothing was stored, storage goes on.
+        if (error instanceof SnapshotSourceError) throw error.cause;
+        throw this.#stop(error);
+      }
+      await this.#failStop(() => this.#compact(compactIndex));
+    });
   }
 
   /** Reads the newest snapshot file, or returns undefined if there is none. */
@@ -315,7 +337,7 @@ export class FileStorage implements LogStorage {
         const head = this.#pending[0]!;
         if (head.snapshot !== undefined) {
           const snap = head.snapshot;
-          await this.#serialSnapshot(() => this.#writeSnapshotFile(snap));
+          await this.#serialSnapshot(() => this.#writeSnapshotFile(snap.meta, [snap.data]));
         }
         let count = 1;
         while (count < this.#pending.length && this.#pending[count]!.snapshot === undefined) {
@@ -380,7 +402,9 @@ export class FileStorage implements LogStorage {
     if (hs !== undefined) {
       parts.push(frame(encode([RECORD_HARD_STATE, hs.term, hs.vote, hs.commit])));
     }
-    await this.#writeAtomically(name, parts);
+    await this.#writeAtomically(name, async (file, path) => {
+      for (const part of parts) await this.#writeAll(file, path, part);
+    });
     const path = `${this.#dir}/${name}`;
     const file = await Deno.open(path, { write: true, append: true });
     this.#active?.close();
@@ -389,30 +413,66 @@ export class FileStorage implements LogStorage {
     this.#segments.push({ seq, path, maxIndex: 0 });
   }
 
-  async #writeSnapshotFile(snapshot: Snapshot): Promise<void> {
-    const meta = encode(snapshot.meta);
-    const header = new Uint8Array(SNAP_HEADER_BYTES + meta.length);
+  /**
+   * Writes a snapshot file (version 2) as its chunks arrive: header and
+   * metadata, the data, then a trailer with the data length and a CRC-32C of
+   * everything before it. Written to a temp file, fsynced, renamed, and the
+   * directory fsynced; only a complete file ever has the snapshot's name.
+   */
+  async #writeSnapshotFile(
+    meta: SnapshotMeta,
+    chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<void> {
+    const metaBytes = encode(meta);
+    const header = new Uint8Array(SNAP_HEADER_BYTES + metaBytes.length);
     const view = new DataView(header.buffer);
     view.setUint32(0, SNAP_MAGIC, true);
-    view.setUint32(4, FORMAT_VERSION, true);
-    view.setUint32(8, meta.length, true);
-    view.setUint32(12, snapshot.data.length % 2 ** 32, true);
-    view.setUint32(16, Math.floor(snapshot.data.length / 2 ** 32), true);
-    header.set(meta, SNAP_HEADER_BYTES);
-    const trailer = new Uint8Array(4);
-    new DataView(trailer.buffer).setUint32(
-      0,
-      await crc32cYielding(snapshot.data, crc32c(header)),
-      true,
-    );
-    const index = snapshot.meta.index;
-    await this.#writeAtomically(snapshotName(index), [header, snapshot.data, trailer]);
+    view.setUint32(4, SNAPSHOT_FORMAT_VERSION, true);
+    view.setUint32(8, metaBytes.length, true);
+    header.set(metaBytes, SNAP_HEADER_BYTES);
+    const index = meta.index;
+    await this.#writeAtomically(snapshotName(index), async (file, path) => {
+      let crc = crc32c(header);
+      await this.#writeAll(file, path, header);
+      let dataBytes = 0;
+      const it = Symbol.asyncIterator in chunks
+        ? chunks[Symbol.asyncIterator]()
+        : chunks[Symbol.iterator]();
+      let done = false;
+      try {
+        for (;;) {
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await it.next();
+          } catch (error) {
+            done = true; // a generator that threw is finished
+            throw new SnapshotSourceError(error);
+          }
+          if (next.done) {
+            done = true;
+            break;
+          }
+          crc = await crc32cYielding(next.value, crc);
+          await this.#writeAll(file, path, next.value);
+          dataBytes += next.value.byteLength;
+        }
+      } finally {
+        // A write failed: let the producer release what it holds.
+        if (!done) await it.return?.();
+      }
+      const trailer = new Uint8Array(SNAP_TRAILER_BYTES);
+      const tv = new DataView(trailer.buffer);
+      tv.setUint32(0, dataBytes % 2 ** 32, true);
+      tv.setUint32(4, Math.floor(dataBytes / 2 ** 32), true);
+      tv.setUint32(8, crc32c(trailer.subarray(0, 8), crc), true);
+      await this.#writeAll(file, path, trailer);
+    });
     if (!this.#snapshotIndexes.includes(index)) {
       this.#snapshotIndexes.push(index);
       this.#snapshotIndexes.sort((a, b) => a - b);
     }
     if (index >= (this.#snapshotMeta?.index ?? 0)) {
-      this.#snapshotMeta = structuredClone(snapshot.meta);
+      this.#snapshotMeta = structuredClone(meta);
     }
   }
 
@@ -430,17 +490,24 @@ export class FileStorage implements LogStorage {
     await this.#syncDir();
   }
 
-  async #writeAtomically(name: string, parts: Uint8Array[]): Promise<void> {
+  /** Writes a file under a temp name with `write`, fsyncs it, renames it into place, fsyncs the directory. */
+  async #writeAtomically(
+    name: string,
+    write: (file: Deno.FsFile, path: string) => Promise<void>,
+  ): Promise<void> {
     const path = `${this.#dir}/${name}`;
     const tmp = `${path}.tmp`;
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
     try {
-      for (const part of parts) await this.#writeAll(file, tmp, part);
+      await write(file, tmp);
       this.#faultInjector?.("sync", tmp);
       await file.sync();
-    } finally {
+    } catch (error) {
       file.close();
+      await Deno.remove(tmp).catch(() => {});
+      throw error;
     }
+    file.close();
     await Deno.rename(tmp, path);
     await this.#syncDir();
   }
@@ -475,9 +542,14 @@ export class FileStorage implements LogStorage {
     try {
       return await fn();
     } catch (error) {
-      this.#failure ??= error;
-      throw this.#stoppedError("write", error);
+      throw this.#stop(error);
     }
+  }
+
+  /** Records a write failure (every later call is refused) and returns the error to throw. */
+  #stop(error: unknown): Error {
+    this.#failure ??= error;
+    return this.#stoppedError("write", error);
   }
 
   #stoppedError(action: string, cause: unknown): Error {
@@ -719,33 +791,48 @@ export class FileStorage implements LogStorage {
     const bytes = await Deno.readFile(path);
     const fail = (offset: number, what: string) =>
       this.#corruption(`Cannot read snapshot ${path} at offset ${offset}: ${what}`);
-    if (bytes.length < SNAP_HEADER_BYTES + 4) throw fail(0, "the file is too short");
+    if (bytes.length < SNAP_HEADER_BYTES) throw fail(0, "the file is too short");
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (view.getUint32(0, true) !== SNAP_MAGIC) throw fail(0, "not a snapshot (bad magic)");
     const version = view.getUint32(4, true);
-    if (version !== FORMAT_VERSION) {
+    const metaBytes = view.getUint32(8, true);
+    const u64 = (at: number) => view.getUint32(at, true) + view.getUint32(at + 4, true) * 2 ** 32;
+    let headerBytes: number;
+    let dataEnd: number;
+    if (version === 1) {
+      // Header: magic, version, meta length, data length; trailer: the CRC.
+      headerBytes = SNAP_V1_HEADER_BYTES;
+      if (bytes.length < headerBytes + 4) throw fail(0, "the file is too short");
+      dataEnd = headerBytes + metaBytes + u64(12);
+      if (dataEnd + 4 !== bytes.length) throw fail(8, "the lengths do not match the file size");
+    } else if (version === SNAPSHOT_FORMAT_VERSION) {
+      headerBytes = SNAP_HEADER_BYTES;
+      dataEnd = bytes.length - SNAP_TRAILER_BYTES;
+      if (dataEnd < headerBytes + metaBytes || headerBytes + metaBytes + u64(dataEnd) !== dataEnd) {
+        throw fail(8, "the lengths do not match the file size");
+      }
+    } else {
       throw fail(
         4,
-        `format version ${version} is not supported (this build reads ${FORMAT_VERSION})`,
+        `format version ${version} is not supported (this build reads 1 and ${SNAPSHOT_FORMAT_VERSION})`,
       );
     }
-    const metaBytes = view.getUint32(8, true);
-    const dataBytes = view.getUint32(12, true) + view.getUint32(16, true) * 2 ** 32;
-    const crcOffset = SNAP_HEADER_BYTES + metaBytes + dataBytes;
-    if (crcOffset + 4 !== bytes.length) throw fail(8, "the lengths do not match the file size");
-    if (crc32c(bytes.subarray(0, crcOffset)) !== view.getUint32(crcOffset, true)) {
+    const crcOffset = bytes.length - 4;
+    if (
+      await crc32cYielding(bytes.subarray(0, crcOffset), 0) !== view.getUint32(crcOffset, true)
+    ) {
       throw fail(crcOffset, "checksum mismatch");
     }
     let meta: SnapshotMeta;
     try {
-      meta = checkMeta(decode(bytes.subarray(SNAP_HEADER_BYTES, SNAP_HEADER_BYTES + metaBytes)));
+      meta = checkMeta(decode(bytes.subarray(headerBytes, headerBytes + metaBytes)));
     } catch (error) {
-      throw fail(SNAP_HEADER_BYTES, `the metadata cannot be read (${String(error)})`);
+      throw fail(headerBytes, `the metadata cannot be read (${String(error)})`);
     }
     if (meta.index !== index) {
-      throw fail(SNAP_HEADER_BYTES, `the metadata says index ${meta.index}`);
+      throw fail(headerBytes, `the metadata says index ${meta.index}`);
     }
-    return { meta, data: bytes.slice(SNAP_HEADER_BYTES + metaBytes, crcOffset) };
+    return { meta, data: bytes.subarray(headerBytes + metaBytes, dataEnd) };
   }
 
   #corruption(message: string): StorageCorruptionError {
@@ -899,4 +986,11 @@ async function crc32cYielding(bytes: Uint8Array, seed: number): Promise<number> 
     if (at + sliceBytes < bytes.byteLength) await new Promise<void>((r) => setImmediate(r));
   }
   return crc;
+}
+
+/** A snapshot's producer (not the disk) failed while the snapshot was written. */
+class SnapshotSourceError extends Error {
+  constructor(cause: unknown) {
+    super("The snapshot's producer failed", { cause });
+  }
 }

@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "../tests/assert.ts";
 import { FileStorage, type FileStorageOptions } from "./file_storage.ts";
+import { crc32c } from "./checksum.ts";
 import { encode } from "./msgpack.ts";
 import { type LoadedState, StorageCorruptionError } from "./storage.ts";
 import { entries, entry, snapshot, storageConformance } from "./storage_conformance.ts";
@@ -262,6 +263,59 @@ Deno.test("FileStorage: only the newest three snapshots are kept", async () => {
       snaps.sort(),
       [4, 5, 6].map((i) => `snap-${i.toString(16).padStart(16, "0")}.snap`),
     );
+  });
+});
+
+Deno.test("FileStorage: a snapshot stream that fails midway leaves no snapshot under its name", async () => {
+  await withDir(async (dir) => {
+    {
+      await using storage = await FileStorage.open(dir);
+      await storage.load();
+      await storage.save({ entries: entries(1, 30, 1) });
+      await storage.saveSnapshot(snapshot(10, 1), 0);
+      async function* failing() {
+        yield new Uint8Array(1000);
+        throw new Error("the encoder failed");
+      }
+      await assertRejects(
+        () => storage.saveSnapshot({ meta: snapshot(20, 1).meta, chunks: failing() }, 20),
+        Error,
+        "the encoder failed",
+      );
+    }
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert(!names.includes(`snap-${(20).toString(16).padStart(16, "0")}.snap`));
+    const state = await loadDir(dir);
+    assertEquals(state.snapshot, snapshot(10, 1));
+    assertEquals(indexes(state), entries(11, 30, 1).map((e) => e.index));
+  });
+});
+
+Deno.test("FileStorage: reads a version-1 snapshot file (data length in the header)", async () => {
+  await withDir(async (dir) => {
+    {
+      await using storage = await FileStorage.open(dir);
+      await storage.load();
+      await storage.save({ entries: entries(1, 30, 1) });
+      await storage.saveSnapshot(snapshot(20, 1), 0);
+    }
+    // Rewrite the file as the version-1 layout: magic, 1, meta length, data
+    // length (u64), meta, data, CRC-32C of everything before it.
+    const { meta, data } = snapshot(20, 1);
+    const metaBytes = encode(meta);
+    const file = new Uint8Array(20 + metaBytes.length + data.length + 4);
+    const view = new DataView(file.buffer);
+    view.setUint32(0, 0x53564b52, true);
+    view.setUint32(4, 1, true);
+    view.setUint32(8, metaBytes.length, true);
+    view.setUint32(12, data.length, true);
+    file.set(metaBytes, 20);
+    file.set(data, 20 + metaBytes.length);
+    view.setUint32(file.length - 4, crc32c(file.subarray(0, file.length - 4)), true);
+    await Deno.writeFile(`${dir}/snap-${(20).toString(16).padStart(16, "0")}.snap`, file);
+    const state = await loadDir(dir);
+    assertEquals(state.snapshot, snapshot(20, 1));
+    assertEquals(indexes(state), entries(21, 30, 1).map((e) => e.index));
   });
 });
 

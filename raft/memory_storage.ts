@@ -10,7 +10,7 @@
  */
 
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "./types.ts";
-import type { Identity, LoadedState, LogStorage, SaveRequest } from "./storage.ts";
+import type { Identity, LoadedState, LogStorage, SaveRequest, SnapshotSource } from "./storage.ts";
 
 /**
  * A `LogStorage` held in memory.
@@ -102,18 +102,16 @@ export class MemoryStorage implements LogStorage {
   }
 
   /** Stores a snapshot taken locally, then drops entries at or below `compactIndex`. */
-  saveSnapshot(snapshot: Snapshot, compactIndex: number): Promise<void> {
-    try {
-      this.#checkUsable("save snapshot");
-      checkCompaction(snapshot, compactIndex);
-      checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
-      this.#write();
-      this.#snapshot = copySnapshot(snapshot);
-      this.#entries = this.#entries.filter((e) => e.index > compactIndex);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async saveSnapshot(snapshot: Snapshot | SnapshotSource, compactIndex: number): Promise<void> {
+    this.#checkUsable("save snapshot");
+    checkCompaction(snapshot, compactIndex);
+    checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
+    const data = "data" in snapshot ? snapshot.data : await collectChunks(snapshot.chunks);
+    this.#checkUsable("save snapshot");
+    checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
+    this.#write();
+    this.#snapshot = copySnapshot({ meta: snapshot.meta, data });
+    this.#entries = this.#entries.filter((e) => e.index > compactIndex);
   }
 
   /** The newest snapshot, or undefined. */
@@ -235,7 +233,7 @@ export function checkAppend(entries: Entry[], snapshotIndex: number, lastIndex: 
 }
 
 /** Checks that a new snapshot is not older than the newest stored one. */
-export function checkSnapshotOrder(snapshot: Snapshot, latestIndex: number): void {
+export function checkSnapshotOrder(snapshot: { meta: SnapshotMeta }, latestIndex: number): void {
   if (snapshot.meta.index < latestIndex) {
     throw new RangeError(
       `Cannot save snapshot at index ${snapshot.meta.index}: a newer one at ${latestIndex} is stored`,
@@ -244,10 +242,27 @@ export function checkSnapshotOrder(snapshot: Snapshot, latestIndex: number): voi
 }
 
 /** Checks `compactIndex` against the snapshot it comes with. */
-export function checkCompaction(snapshot: Snapshot, compactIndex: number): void {
+export function checkCompaction(snapshot: { meta: SnapshotMeta }, compactIndex: number): void {
   if (compactIndex > snapshot.meta.index || compactIndex < 0) {
     throw new RangeError(
       `Cannot compact the log to index ${compactIndex}: the snapshot is at ${snapshot.meta.index}`,
     );
   }
+}
+
+/** The concatenation of a snapshot's chunks. */
+export async function collectChunks(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for await (const chunk of chunks) {
+    parts.push(chunk);
+    length += chunk.byteLength;
+  }
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
 }

@@ -579,20 +579,29 @@ export class RaftNode implements KvService, AsyncDisposable {
       term: this.#appliedTerm,
       conf: this.#appliedConf,
     };
+    if ((this.#storage.latestSnapshotMeta()?.index ?? 0) >= meta.index) return;
     const members = [...this.#members].map(([id, m]) =>
       [id, m.addr, m.api, m.removed] as [NodeId, string, string, boolean]
     );
-    // The store freezes its state now; later writes go to a new layer.
-    const kv = await this.#kv.snapshotAsync();
-    const payload: SnapshotPayload = {
+    const header = snapshotPayloadHeader({
       v: SNAPSHOT_PAYLOAD_VERSION,
       clusterId: this.clusterId,
       members,
-      kv,
-    };
-    if ((this.#storage.latestSnapshotMeta()?.index ?? 0) >= meta.index) return;
+    });
+    // The store freezes its state now (later writes go to a new layer) and
+    // encodes it a chunk at a time as storage writes it: a large state is
+    // never held in one buffer, and the event loop gets a turn between chunks.
+    const kv = this.#kv.snapshotChunks();
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      yield header;
+      yield* kv;
+    }
     const compactIndex = Math.max(0, meta.index - this.#options.catchUpEntries);
-    await this.#storage.saveSnapshot({ meta, data: encodeSnapshotPayload(payload) }, compactIndex);
+    try {
+      await this.#storage.saveSnapshot({ meta, chunks: chunks() }, compactIndex);
+    } finally {
+      await kv.return(); // released even if storage never started reading
+    }
     if (this.#stopped) return;
     this.#lastSnapshotIndex = meta.index;
     this.#bytesSinceSnapshot = 0;
@@ -1144,12 +1153,11 @@ async function joinCluster(
  * are. Wrapping 100+ MiB of state in MessagePack would copy it several
  * times while the buffer grows, stalling the node.
  */
-function encodeSnapshotPayload(p: SnapshotPayload): Uint8Array {
+function snapshotPayloadHeader(p: Omit<SnapshotPayload, "kv">): Uint8Array {
   const header = encode({ v: p.v, clusterId: p.clusterId, members: p.members });
-  const out = new Uint8Array(4 + header.byteLength + p.kv.byteLength);
+  const out = new Uint8Array(4 + header.byteLength);
   new DataView(out.buffer).setUint32(0, header.byteLength);
   out.set(header, 4);
-  out.set(p.kv, 4 + header.byteLength);
   return out;
 }
 

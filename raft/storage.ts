@@ -10,6 +10,17 @@
 
 import type { Entry, HardState, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
 
+/**
+ * A snapshot whose data is produced while it is written: the state machine
+ * encodes a chunk, storage writes it, and so on, so a large state is never
+ * held in one buffer.
+ */
+export interface SnapshotSource {
+  meta: SnapshotMeta;
+  /** The data, in order; their concatenation is what `latestSnapshot()` returns later. */
+  chunks: AsyncIterable<Uint8Array>;
+}
+
 /** Who this node is; written once when the node first gets its id. */
 export interface Identity {
   nodeId: NodeId;
@@ -54,9 +65,9 @@ export interface LogStorage extends AsyncDisposable {
    * Stores a snapshot the local state machine took at `snapshot.meta.index`
    * (already applied here), then drops log entries up to `compactIndex`
    * (at most the snapshot's index; kept lower so slow followers can catch up
-   * without a snapshot).
+   * without a snapshot). The data may be given whole or as a stream of chunks.
    */
-  saveSnapshot(snapshot: Snapshot, compactIndex: number): Promise<void>;
+  saveSnapshot(snapshot: Snapshot | SnapshotSource, compactIndex: number): Promise<void>;
   /** The newest snapshot (for sending to a follower), or undefined. */
   latestSnapshot(): Promise<Snapshot | undefined>;
   /** The newest snapshot's metadata without reading its data. */

@@ -160,6 +160,25 @@ export function storageConformance(
     assertEquals(state.hardState.commit, 15);
   });
 
+  test("a snapshot given as a stream of chunks is stored as their concatenation", async (h) => {
+    await h.storage.load();
+    await h.storage.save({ entries: entries(1, 20, 1) });
+    const whole = snapshot(15, 1);
+    const parts = [whole.data.subarray(0, 3), new Uint8Array(0), whole.data.subarray(3)];
+    async function* chunks() {
+      for (const part of parts) {
+        await Promise.resolve(); // produced asynchronously, like the state machine's encoder
+        yield part;
+      }
+    }
+    await h.storage.saveSnapshot({ meta: whole.meta, chunks: chunks() }, 10);
+    assertEquals(h.storage.latestSnapshotMeta(), whole.meta);
+    assertEquals(await h.storage.latestSnapshot(), whole);
+    const state = await (await h.restart()).load();
+    assertEquals(state.snapshot, whole);
+    assertEquals(summary(state.entries), summary(entries(16, 20, 1)));
+  });
+
   test("a newer snapshot replaces the older one as the latest", async (h) => {
     await h.storage.load();
     await h.storage.save({ entries: entries(1, 30, 1) });
