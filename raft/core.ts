@@ -524,6 +524,30 @@ export class RaftCore {
     return msgs;
   }
 
+  /**
+   * Committed entries, persisted here, that no Ready or earlier call handed
+   * out. Callable while a Ready is outstanding, so the runtime can apply
+   * what a quorum acknowledged without waiting for its own fsync of newer
+   * entries. Apply them in order after everything handed out before, then
+   * call {@linkcode appliedTo}.
+   */
+  takeCommittedEntries(): Entry[] {
+    const entries = this.#log.entriesToApply(this.#applyLimits);
+    const last = entries[entries.length - 1];
+    if (last) this.#log.applying = last.index;
+    return entries;
+  }
+
+  /** The runtime applied the entries {@linkcode takeCommittedEntries} gave, through `index`. */
+  appliedTo(index: number): void {
+    if (index > this.#log.applying) {
+      throw new RangeError(
+        `Cannot mark ${index} applied: only ${this.#log.applying} was handed out`,
+      );
+    }
+    this.#log.applied = Math.max(this.#log.applied, index);
+  }
+
   /** True if this leader's commit index moved and its followers have not been told yet. */
   get commitPending(): boolean {
     return this.#state.role === "leader" && this.#state.commitPending;

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { assert, assertEquals } from "../tests/assert.ts";
-import { bytes, Cluster, stateWithLog } from "./testing.ts";
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { bytes, Cluster, stateWithLog, text } from "./testing.ts";
 import { message, type NodeId } from "./types.ts";
 
 const ELECTION_TICKS = 10;
@@ -221,6 +221,32 @@ Deno.test("§5.3 a new commit index rides on the next append or heartbeat, or go
   c.stabilize({ flushCommit: false });
   for (const id of [2, 3]) assertEquals(c.commands(id), ["x", "y", "z"]);
   assert(!c.core(1).commitPending);
+});
+
+Deno.test("§5.3 entries a quorum acknowledged can be taken for applying while a newer Ready is being persisted", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  const leader = c.core(1);
+  const holdAcks = c.drop((m) => m.type === "appResp" && m.to === 1);
+  const since = c.sent.length;
+  assert(c.propose(1, "x"));
+  c.stabilize({ flushCommit: false }); // the followers store x; their acks are held back
+  assertEquals(c.commands(1), []);
+  assert(c.propose(1, "y"));
+  const rd = leader.ready(); // y is being persisted
+  assertEquals(rd.entries.map((e) => text(e.data)), ["y"]);
+  assertEquals(rd.committedEntries, []);
+  assertEquals(leader.takeCommittedEntries(), []); // x is not committed yet
+  holdAcks();
+  for (const m of c.sentOf("appResp", { to: 1, since })) c.deliver(m);
+  const taken = leader.takeCommittedEntries();
+  assertEquals(taken.map((e) => text(e.data)), ["x"]);
+  assertEquals(leader.takeCommittedEntries(), []); // handed out once
+  assertThrows(() => leader.appliedTo(taken[0]!.index + 1), RangeError);
+  leader.appliedTo(taken[0]!.index);
+  assertEquals(leader.status().applied, taken[0]!.index);
+  leader.advance(rd);
+  assert(!leader.ready().committedEntries.some((e) => text(e.data) === "x"));
 });
 
 /** Terms after the three bootstrap entries (term 1), from Figure 7 of the paper. */

@@ -347,7 +347,13 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#flushProposals();
     this.#sendMessages(this.#core.takeMessages());
     this.#armCommitFlush();
-    if (this.#persisting || !this.#core.hasReady()) return;
+    if (this.#persisting) {
+      // What a quorum acknowledged meanwhile is answered now, not after this
+      // node's own fsync of newer entries.
+      this.#applyCommitted();
+      return;
+    }
+    if (!this.#core.hasReady()) return;
     const rd = this.#core.ready();
     this.#persisting = true;
     this.#handleReady(rd).then(
@@ -370,6 +376,16 @@ export class RaftNode implements KvService, AsyncDisposable {
       this.#commitFlushTimer = undefined;
       if (!this.#stopped && this.#core.flushCommit()) this.#schedule();
     }, COMMIT_FLUSH_MS);
+  }
+
+  /** Applies committed entries outside a Ready (one is being persisted). */
+  #applyCommitted(): void {
+    const entries = this.#core.takeCommittedEntries();
+    const last = entries[entries.length - 1];
+    if (!last) return;
+    for (const e of entries) this.#apply(e);
+    this.#core.appliedTo(last.index);
+    this.#releaseAppliedReads();
   }
 
   #flushProposals(): void {

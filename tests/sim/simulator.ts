@@ -239,6 +239,12 @@ interface SimNode {
   probeApplied: boolean;
   /** A flushCommit event is queued for this incarnation. */
   commitFlushQueued: boolean;
+  /**
+   * Entries from takeCommittedEntries() while a Ready was being persisted,
+   * to apply after that Ready's committed entries (the simulator applies
+   * those when the fsync completes).
+   */
+  applyAfterPending: Entry[];
   /** This node's tick period: clocks drift apart. */
   tickMs: number;
 }
@@ -423,6 +429,7 @@ class Simulation {
       lastSnapshotIndex: 0,
       probeApplied: false,
       commitFlushQueued: false,
+      applyAfterPending: [],
       tickMs: TICK_MS + this.#rng.float(-this.config.clockDriftMs, this.config.clockDriftMs),
     };
     this.#nodes.set(id, node);
@@ -452,6 +459,7 @@ class Simulation {
     node.lastSnapshotIndex = node.kv.applied;
     node.inc++;
     node.commitFlushQueued = false;
+    node.applyAfterPending = [];
     node.pending = undefined;
     node.role = "follower";
     node.term = initial.hardState.term;
@@ -594,6 +602,11 @@ class Simulation {
       }
       this.#fsync(node);
     }
+    if (node.core !== undefined && node.pending !== undefined) {
+      // Like the runtime: apply what committed while the Ready is persisted.
+      node.applyAfterPending.push(...node.core.takeCommittedEntries());
+      if (node.pending.committedEntries.length === 0) this.#applyTaken(node);
+    }
     if (node.core?.commitPending && !node.commitFlushQueued) {
       node.commitFlushQueued = true;
       this.#queue.push(this.#now + this.config.commitFlushMs, {
@@ -654,6 +667,7 @@ class Simulation {
       if (this.#sabotage === "applyUncommitted" && e.index <= node.kv.applied) continue;
       this.#apply(node, e);
     }
+    this.#applyTaken(node);
     for (const rs of rd.readStates) {
       const ctx = textDecoder.decode(rs.context);
       const read = node.reads.get(ctx);
@@ -665,6 +679,20 @@ class Simulation {
     core.advance(rd);
     this.#completeReads(node);
     this.#maybeCompact(node);
+  }
+
+  /** Applies the entries taken with takeCommittedEntries() and tells the core. */
+  #applyTaken(node: SimNode): void {
+    const entries = node.applyAfterPending;
+    const last = entries[entries.length - 1];
+    if (last === undefined || node.core === undefined) return;
+    node.applyAfterPending = [];
+    for (const e of entries) {
+      if (this.#sabotage === "applyUncommitted" && e.index <= node.kv.applied) continue;
+      this.#apply(node, e);
+    }
+    node.core.appliedTo(last.index);
+    this.#completeReads(node);
   }
 
   #installSnapshot(node: SimNode, index: number, data: Uint8Array): void {
@@ -820,6 +848,7 @@ class Simulation {
     node.stopped = true;
     node.inc++;
     node.commitFlushQueued = false;
+    node.applyAfterPending = [];
     this.#abandonClientOps(node);
   }
 
@@ -957,6 +986,7 @@ class Simulation {
     node.pending = undefined;
     node.inc++;
     node.commitFlushQueued = false;
+    node.applyAfterPending = [];
     this.stats.crashes++;
     this.#abandonClientOps(node);
     const downtime = this.#rng.int(1, this.config.downtimeTicksMax) * TICK_MS;
