@@ -118,8 +118,9 @@ export function createApp(options: AppOptions): Hono {
     options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT,
   );
   const logError = options.logError ?? defaultLogError;
+  const deadlines = new Deadlines(requestTimeoutMs);
   const withDeadline = <T>(_c: Context, fn: (signal: AbortSignal) => Promise<T>) =>
-    runWithDeadline(requestTimeoutMs, fn);
+    deadlines.run(fn);
 
   const app = new Hono();
   // Hono's onError sees only Error instances; wrap anything else thrown.
@@ -232,25 +233,53 @@ function positive(name: string, value: number): number {
 }
 
 /**
- * Runs `fn` with a signal that aborts after `timeoutMs` (reason: a
- * `TimeoutError`), and clears the timer after. The request's own signal is
- * not used: under `Deno.serve` it also aborts after a successful response
- * (and touching it prints a warning), and the deadline bounds every request.
+ * Request deadlines: `run(fn)` gives `fn` a signal that aborts (reason: a
+ * `TimeoutError`) once `timeoutMs` has passed. One sweeping interval serves
+ * every request in flight, and runs only while there are some: a timer per
+ * request costs more than the rest of a write's handling in JavaScript.
+ * Deadlines fire up to a quarter of `timeoutMs` (at most 100 ms) late. The
+ * request's own signal is not used: under `Deno.serve` it also aborts after
+ * a successful response (and touching it prints a warning).
  */
-async function runWithDeadline<T>(
-  timeoutMs: number,
-  fn: (signal: AbortSignal) => Promise<T>,
-): Promise<T> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => {
-    controller.abort(
-      new DOMException(`the request's deadline of ${timeoutMs} ms passed`, "TimeoutError"),
-    );
-  }, timeoutMs);
-  try {
-    return await fn(controller.signal);
-  } finally {
-    clearTimeout(timer);
+class Deadlines {
+  readonly #timeoutMs: number;
+  readonly #sweepMs: number;
+  readonly #pending = new Set<{ at: number; controller: AbortController }>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(timeoutMs: number) {
+    this.#timeoutMs = timeoutMs;
+    this.#sweepMs = Math.max(1, Math.min(100, Math.floor(timeoutMs / 4)));
+  }
+
+  async run<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const entry = { at: Date.now() + this.#timeoutMs, controller: new AbortController() };
+    this.#pending.add(entry);
+    this.#timer ??= setInterval(() => this.#sweep(), this.#sweepMs);
+    try {
+      return await fn(entry.controller.signal);
+    } finally {
+      this.#pending.delete(entry);
+      if (this.#pending.size === 0) this.#stop();
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    // One timeout for all: the set's insertion order is deadline order.
+    for (const entry of this.#pending) {
+      if (entry.at > now) break;
+      this.#pending.delete(entry);
+      entry.controller.abort(
+        new DOMException(`the request's deadline of ${this.#timeoutMs} ms passed`, "TimeoutError"),
+      );
+    }
+    if (this.#pending.size === 0) this.#stop();
+  }
+
+  #stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 }
 

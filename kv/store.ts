@@ -20,7 +20,7 @@
 
 import { setImmediate } from "node:timers";
 import { decode, encode } from "../raft/msgpack.ts";
-import { decodeCommand, type KvCommandId } from "./command.ts";
+import { decodeCommand, type KvCommand, type KvCommandId } from "./command.ts";
 
 /** The first element of every snapshot. */
 export const SNAPSHOT_FORMAT = "raftkv.kv";
@@ -91,6 +91,15 @@ export class KvStore {
     } catch (error) {
       return { ok: false, error: error instanceof Error ? error.message : String(error) };
     }
+    return this.applyCommand(cmd);
+  }
+
+  /**
+   * Applies a command already decoded (or about to be encoded: the node that
+   * proposed it skips decoding its own bytes). `cmd` must be what
+   * `decodeCommand` gives for the entry's bytes, so every replica agrees.
+   */
+  applyCommand(cmd: KvCommand): KvResult {
     const tag = cmd.id === undefined ? {} : { id: cmd.id };
     if (cmd.op === "put") {
       this.#put(cmd.key, cmd.value);

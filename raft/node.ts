@@ -164,6 +164,8 @@ export class RaftNode implements KvService, AsyncDisposable {
   #incarnation = crypto.randomUUID().slice(0, 8);
   #seq = 0;
   #proposals = new Map<string, Waiter<boolean>>();
+  /** Commands proposed here, by their encoded bytes (the same object reaches #apply on a leader). */
+  #proposedCommands = new WeakMap<Uint8Array, KvCommand>();
   #proposalQueue: { id: string; data: Uint8Array }[] = [];
   #confWaiters = new Map<string, Waiter<void>[]>();
   // Linearizable reads: a batch waits for one ReadIndex round, then for apply.
@@ -512,7 +514,8 @@ export class RaftNode implements KvService, AsyncDisposable {
     }
     if (e.data.byteLength === 0) return; // a new leader's no-op
     this.#bytesSinceSnapshot += e.data.byteLength;
-    const result = this.#kv.apply(e.data);
+    const own = this.#proposedCommands.get(e.data);
+    const result = own !== undefined ? this.#kv.applyCommand(own) : this.#kv.apply(e.data);
     if (!result.ok) {
       this.#log("skipped a malformed command", { index: e.index, error: result.error });
       return;
@@ -716,9 +719,11 @@ export class RaftNode implements KvService, AsyncDisposable {
     if (this.#proposals.size >= PROPOSALS_PENDING_MAX) {
       throw new UnavailableError("Cannot write: too many writes pending");
     }
-    await this.#waitForLeader(signal);
+    if (this.#core.leader === NONE) await this.#waitForLeader(signal);
     const id = `${this.#incarnation}.${++this.#seq}`;
-    const data = encodeCommand({ ...cmd, id });
+    const command: KvCommand = { ...cmd, id };
+    const data = encodeCommand(command);
+    this.#proposedCommands.set(data, command);
     return await new Promise<boolean>((resolve, reject) => {
       const onAbort = () => {
         this.#proposals.delete(id);
