@@ -137,8 +137,8 @@ export function createApp(options: AppOptions): Hono {
       const body = await readBodyText(c.req.raw, bodyBytesMax, signal, requestTimeoutMs);
       const { key, value } = parsePutBody(body);
       checkKey(key, keyBytesMax);
-      const valueBytes = utf8.encode(value).length;
-      if (valueBytes > valueBytesMax) {
+      const valueBytes = utf8BytesOver(value, valueBytesMax);
+      if (valueBytes > 0) {
         throw new HTTPException(413, {
           message: `Cannot put: the value is ${valueBytes} bytes, more than ${valueBytesMax}`,
         });
@@ -399,10 +399,20 @@ function parsePutBody(text: string): { key: string; value: string } {
   return { key: key as string, value: value as string };
 }
 
+/**
+ * The UTF-8 length of `s` if it is more than `max`, else 0. Counted only
+ * when it may be: a UTF-16 code unit takes at most 3 bytes in UTF-8.
+ */
+function utf8BytesOver(s: string, max: number): number {
+  if (s.length * 3 <= max) return 0;
+  const bytes = utf8.encode(s).length;
+  return bytes > max ? bytes : 0;
+}
+
 function checkKey(key: string, keyBytesMax: number): void {
   if (key === "") throw new HTTPException(400, { message: "Cannot use the key: it is empty" });
-  const bytes = utf8.encode(key).length;
-  if (bytes > keyBytesMax) {
+  const bytes = utf8BytesOver(key, keyBytesMax);
+  if (bytes > 0) {
     throw new HTTPException(400, {
       message: `Cannot use the key: it is ${bytes} bytes, more than ${keyBytesMax}`,
     });

@@ -101,6 +101,52 @@ interface Waiter<T> {
   reject(error: Error): void;
 }
 
+/**
+ * A write waiting to be applied. One object (no closures) per write: it is
+ * its own abort listener, and leaves `pending` when its deadline passes.
+ */
+class ProposalWaiter implements Waiter<boolean> {
+  readonly promise: Promise<boolean>;
+  readonly #id: string;
+  readonly #signal: AbortSignal;
+  readonly #pending: Map<string, Waiter<boolean>>;
+  readonly #resolve: (value: boolean) => void;
+  readonly #reject: (error: Error) => void;
+
+  constructor(id: string, signal: AbortSignal, pending: Map<string, Waiter<boolean>>) {
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    this.promise = promise;
+    this.#id = id;
+    this.#signal = signal;
+    this.#pending = pending;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    signal.addEventListener("abort", this, ONCE);
+  }
+
+  resolve(value: boolean): void {
+    this.#signal.removeEventListener("abort", this);
+    this.#resolve(value);
+  }
+
+  reject(error: Error): void {
+    this.#signal.removeEventListener("abort", this);
+    this.#reject(error);
+  }
+
+  /** The request's deadline passed. */
+  handleEvent(): void {
+    this.#pending.delete(this.#id);
+    this.#reject(
+      new OutcomeUnknownError(
+        "Cannot confirm the write in time: it may still be applied; retry to be sure",
+      ),
+    );
+  }
+}
+
+const ONCE = { once: true } as const;
+
 interface ReadWaiter extends Waiter<void> {
   signal: AbortSignal;
 }
@@ -724,31 +770,12 @@ export class RaftNode implements KvService, AsyncDisposable {
     const command: KvCommand = { ...cmd, id };
     const data = encodeCommand(command);
     this.#proposedCommands.set(data, command);
-    return await new Promise<boolean>((resolve, reject) => {
-      const onAbort = () => {
-        this.#proposals.delete(id);
-        reject(
-          new OutcomeUnknownError(
-            "Cannot confirm the write in time: it may still be applied; retry to be sure",
-          ),
-        );
-      };
-      const done = () => signal.removeEventListener("abort", onAbort);
-      this.#proposals.set(id, {
-        resolve: (v) => {
-          done();
-          resolve(v);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      });
-      signal.addEventListener("abort", onAbort, { once: true });
-      // Proposals made in the same event-loop turn go to the core as one batch.
-      this.#proposalQueue.push({ id, data });
-      this.#schedule();
-    });
+    const waiter = new ProposalWaiter(id, signal, this.#proposals);
+    this.#proposals.set(id, waiter);
+    // Proposals made in the same event-loop turn go to the core as one batch.
+    this.#proposalQueue.push({ id, data });
+    this.#schedule();
+    return await waiter.promise;
   }
 
   async #waitForLeader(signal: AbortSignal): Promise<void> {
