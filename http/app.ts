@@ -395,6 +395,12 @@ function parsePutBody(text: string): { key: string; value: string } {
         }`,
       });
     }
+    if (!field.isWellFormed()) {
+      // JSON allows "\ud800", but it is not text: UTF-8 cannot carry it.
+      throw new HTTPException(400, {
+        message: `Cannot put: the field ${name} is not valid Unicode (it has a lone surrogate)`,
+      });
+    }
   }
   return { key: key as string, value: value as string };
 }

@@ -41,7 +41,7 @@ export type KvCommand = KvPutCommand | KvDeleteCommand;
  * ```
  */
 export function encodeCommand(cmd: KvCommand): Uint8Array {
-  const problem = checkCommand(cmd);
+  const problem = checkCommand(cmd) ?? checkText(cmd);
   if (problem !== undefined) throw new TypeError(`Cannot encode the command: ${problem}`);
   const out: Record<string, unknown> = { op: cmd.op, key: cmd.key };
   if (cmd.op === "put") out.value = cmd.value;
@@ -77,6 +77,20 @@ export function decodeCommand(bytes: Uint8Array): KvCommand {
     : { op: "delete", key: cmd.key };
   if (cmd.id !== undefined) out.id = cmd.id;
   return out;
+}
+
+/**
+ * Keys and values must be well-formed UTF-16 (no lone surrogates): UTF-8
+ * cannot carry them, so the bytes would decode to a different string, and
+ * a node that applies its own command without decoding it would disagree
+ * with the others.
+ */
+function checkText(cmd: KvCommand): string | undefined {
+  if (!cmd.key.isWellFormed()) return "the key is not valid Unicode (a lone surrogate)";
+  if (cmd.op === "put" && !cmd.value.isWellFormed()) {
+    return "the value is not valid Unicode (a lone surrogate)";
+  }
+  return undefined;
 }
 
 /** Returns why `value` is not a valid command, or `undefined` if it is one. */

@@ -70,6 +70,23 @@ Deno.test("encodeCommand() rejects an ill-typed command", () => {
   );
 });
 
+Deno.test("encodeCommand() rejects text with a lone surrogate (UTF-8 cannot carry it)", () => {
+  const long = "x".repeat(300);
+  assertThrows(
+    () => encodeCommand({ op: "put", key: "k", value: long + "\ud800" }),
+    TypeError,
+    "the value is not valid Unicode",
+  );
+  assertThrows(
+    () => encodeCommand({ op: "delete", key: "\udc00k" }),
+    TypeError,
+    "the key is not valid Unicode",
+  );
+  // Well-formed text, astral characters included, round-trips exactly.
+  const cmd = { op: "put", key: "k😀", value: long + "é😀" } as const;
+  assertEquals(decodeCommand(encodeCommand(cmd)), cmd);
+});
+
 Deno.test("apply() puts, overwrites and deletes keys and keeps size", () => {
   const store = new KvStore();
   assertEquals(store.apply(put("a", "1")), { ok: true, op: "put" });
