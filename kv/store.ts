@@ -10,10 +10,13 @@
  * identically, at the same index, forever.
  *
  * Snapshots are MessagePack, one value:
- * `["raftkv.kv", 1, count, chunk, chunk, ...]` where every chunk is a
- * MessagePack `bin` holding the MessagePack array `[key, value, key, value,
- * ...]`. Chunks let a large store be written, sent and restored piece by piece
- * while the event loop keeps running.
+ * `["raftkv.kv", 2, count, chunk, chunk, ...]` where every chunk is a
+ * MessagePack `bin` holding `n` (u32 little-endian), the UTF-16 lengths of
+ * key 1, value 1, ..., key n, value n (u32 each), then the UTF-8 of all of
+ * them concatenated: one native encode or decode per chunk instead of two
+ * per key. Version 1 (still read) held the MessagePack array `[key, value,
+ * key, value, ...]` instead. Chunks let a large store be written, sent and
+ * restored piece by piece while the event loop keeps running.
  *
  * @module
  */
@@ -24,8 +27,8 @@ import { decodeCommand, type KvCommand, type KvCommandId } from "./command.ts";
 
 /** The first element of every snapshot. */
 export const SNAPSHOT_FORMAT = "raftkv.kv";
-/** The snapshot format version this code writes and reads. */
-export const SNAPSHOT_VERSION = 1;
+/** The snapshot format version this code writes (it reads 1 as well). */
+export const SNAPSHOT_VERSION = 2;
 /** The default number of keys per snapshot chunk (about 0.5 MiB and 3 ms of encoding with 100-byte values). */
 export const SNAPSHOT_CHUNK_KEYS_DEFAULT = 4096;
 
@@ -201,7 +204,10 @@ export class KvStore {
 
   /** Writes `[key, value, ...]` pairs during a restore. */
   #load(flat: string[]): void {
-    for (let i = 0; i < flat.length; i += 2) this.#put(flat[i]!, flat[i + 1]!);
+    // A store being restored has only its base layer: one map operation per key.
+    const base = this.#layers[0]!;
+    for (let i = 0; i < flat.length; i += 2) base.set(flat[i]!, flat[i + 1]!);
+    this.#size = base.size;
   }
 
   /** Folds every layer into the base once no snapshot is reading them. */
@@ -222,9 +228,9 @@ export class KvStore {
    * stop the node, not start it with partial state).
    */
   static restore(bytes: Uint8Array): KvStore {
-    const { count, chunks } = parseHeader(bytes);
+    const { version, count, chunks } = parseHeader(bytes);
     const store = new KvStore();
-    for (const chunk of chunks) store.#load(parseChunk(chunk));
+    for (const chunk of chunks) store.#load(parseChunk(chunk, version));
     checkCount(store, count);
     return store;
   }
@@ -234,10 +240,10 @@ export class KvStore {
    * Throws like {@linkcode KvStore.restore}.
    */
   static async restoreAsync(bytes: Uint8Array): Promise<KvStore> {
-    const { count, chunks } = parseHeader(bytes);
+    const { version, count, chunks } = parseHeader(bytes);
     const store = new KvStore();
     for (const chunk of chunks) {
-      store.#load(parseChunk(chunk));
+      store.#load(parseChunk(chunk, version));
       await yieldToEventLoop();
     }
     checkCount(store, count);
@@ -328,7 +334,7 @@ function* encodeChunks(
   let emitted = 0;
   const flush = () => {
     emitted += flat.length / 2;
-    const chunk = binChunk(encode(flat));
+    const chunk = binChunk(encodeTextChunk(flat));
     flat = [];
     return chunk;
   };
@@ -364,7 +370,9 @@ function lookup(deltas: Layer[], end: number, key: string, from = 0): string | n
   return undefined;
 }
 
-function parseHeader(bytes: Uint8Array): { count: number; chunks: Uint8Array[] } {
+function parseHeader(
+  bytes: Uint8Array,
+): { version: number; count: number; chunks: Uint8Array[] } {
   let value: unknown;
   try {
     value = decode(bytes);
@@ -379,11 +387,11 @@ function parseHeader(bytes: Uint8Array): { count: number; chunks: Uint8Array[] }
     throw new TypeError(`Cannot restore the store: not a ${SNAPSHOT_FORMAT} snapshot`);
   }
   const [, version, count, ...chunks] = value as unknown[];
-  if (version !== SNAPSHOT_VERSION) {
+  if (version !== 1 && version !== SNAPSHOT_VERSION) {
     throw new TypeError(
       `Cannot restore the store: unsupported snapshot version ${
         String(version)
-      } (this build reads ${SNAPSHOT_VERSION})`,
+      } (this build reads 1 and ${SNAPSHOT_VERSION})`,
     );
   }
   if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 0) {
@@ -392,11 +400,54 @@ function parseHeader(bytes: Uint8Array): { count: number; chunks: Uint8Array[] }
   if (!chunks.every((chunk) => chunk instanceof Uint8Array)) {
     throw new TypeError("Cannot restore the store: a chunk is not a byte string");
   }
-  return { count, chunks: chunks as Uint8Array[] };
+  return { version, count, chunks: chunks as Uint8Array[] };
+}
+
+const textEncoder = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A version-2 chunk: the pair count, every string's UTF-16 length, then their UTF-8. */
+function encodeTextChunk(flat: string[]): Uint8Array {
+  const text = textEncoder.encode(flat.join(""));
+  const headerBytes = 4 + 4 * flat.length;
+  const out = new Uint8Array(headerBytes + text.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, flat.length / 2, true);
+  for (let i = 0; i < flat.length; i++) view.setUint32(4 + 4 * i, flat[i]!.length, true);
+  out.set(text, headerBytes);
+  return out;
+}
+
+/** The `[key, value, ...]` pairs of a version-2 chunk, checked. */
+function parseTextChunk(chunk: Uint8Array): string[] {
+  const bad = (what: string) => new TypeError(`Cannot restore the store: a chunk ${what}`);
+  const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (chunk.length < 4) throw bad("is cut short");
+  const strings = 2 * view.getUint32(0, true);
+  const headerBytes = 4 + 4 * strings;
+  if (headerBytes > chunk.length) throw bad("is cut short");
+  let text: string;
+  try {
+    text = strictUtf8.decode(chunk.subarray(headerBytes));
+  } catch {
+    throw bad("is not valid UTF-8");
+  }
+  const flat = new Array<string>(strings);
+  let at = 0;
+  for (let i = 0; i < strings; i++) {
+    const length = view.getUint32(4 + 4 * i, true);
+    if (at + length > text.length) throw bad("has lengths past its text");
+    if (length === 0 && i % 2 === 0) throw bad("has an empty key");
+    flat[i] = text.slice(at, at + length);
+    at += length;
+  }
+  if (at !== text.length) throw bad("has text past its lengths");
+  return flat;
 }
 
 /** The `[key, value, ...]` pairs of one chunk, checked. */
-function parseChunk(chunk: Uint8Array): string[] {
+function parseChunk(chunk: Uint8Array, version: number): string[] {
+  if (version !== 1) return parseTextChunk(chunk);
   let flat: unknown;
   try {
     flat = decode(chunk);

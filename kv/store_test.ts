@@ -179,21 +179,56 @@ Deno.test("snapshot() writes the format name and version first", () => {
 });
 
 Deno.test("restore() rejects bytes that are not a valid snapshot", () => {
-  const chunk = (value: unknown) => encode(value);
+  const v1 = (value: unknown) => encode(value); // a version-1 chunk: [key, value, ...]
+  /** A version-2 chunk from its pair count, UTF-16 lengths and text bytes. */
+  const v2 = (pairs: number, lengths: number[], text: Uint8Array | string) => {
+    const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
+    const out = new Uint8Array(4 + 4 * lengths.length + bytes.length);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, pairs, true);
+    lengths.forEach((n, i) => view.setUint32(4 + 4 * i, n, true));
+    out.set(bytes, 4 + 4 * lengths.length);
+    return out;
+  };
   const cases: [Uint8Array, string][] = [
     [new Uint8Array([0xc1]), "not MessagePack"],
     [encode({ v: 1 }), "not a raftkv.kv snapshot"],
     [encode([SNAPSHOT_FORMAT, 99, 0]), "unsupported snapshot version 99"],
     [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, -1]), "bad key count"],
     [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, "chunk"]), "not a byte string"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, new Uint8Array([0xc1])]), "not MessagePack"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["k"])]), "not an array of key-value"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["k", 1])]), "not a string"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 1, chunk(["", "v"])]), "not a string"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 2, chunk(["k", "v"])]), "header says 2"],
-    [encode([SNAPSHOT_FORMAT, SNAPSHOT_VERSION, 2, chunk(["k", "v", "k", "w"])]), "holds 1"],
+    [encode([SNAPSHOT_FORMAT, 1, 1, new Uint8Array([0xc1])]), "not MessagePack"],
+    [encode([SNAPSHOT_FORMAT, 1, 1, v1(["k"])]), "not an array of key-value"],
+    [encode([SNAPSHOT_FORMAT, 1, 1, v1(["k", 1])]), "not a string"],
+    [encode([SNAPSHOT_FORMAT, 1, 1, v1(["", "v"])]), "not a string"],
+    [encode([SNAPSHOT_FORMAT, 1, 2, v1(["k", "v"])]), "header says 2"],
+    [encode([SNAPSHOT_FORMAT, 1, 2, v1(["k", "v", "k", "w"])]), "holds 1"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, new Uint8Array([1, 0])]), "cut short"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, v2(1, [1], "kv")]), "cut short"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, v2(1, [1, 2], "kv")]), "lengths past its text"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, v2(1, [1, 1], "kvx")]), "text past its lengths"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, v2(1, [0, 2], "kv")]), "an empty key"],
+    [encode([SNAPSHOT_FORMAT, 2, 1, v2(1, [1, 1], new Uint8Array([0x6b, 0xff]))]), "UTF-8"],
+    [encode([SNAPSHOT_FORMAT, 2, 2, v2(2, [1, 1, 1, 1], "kvkw")]), "holds 1"],
   ];
   for (const [bytes, message] of cases) assertThrows(() => KvStore.restore(bytes), Error, message);
+});
+
+Deno.test("restore() reads version-1 snapshots (MessagePack chunks)", () => {
+  const bytes = encode([SNAPSHOT_FORMAT, 1, 3, encode(["a", "1", "b", "2"]), encode(["c", "é😀"])]);
+  const store = KvStore.restore(bytes);
+  assertEquals(store.size, 3);
+  assertEquals([store.get("a"), store.get("b"), store.get("c")], ["1", "2", "é😀"]);
+});
+
+Deno.test("a version-2 snapshot round-trips any well-formed text", () => {
+  const store = new KvStore();
+  const keys = ["k", "é", "😀key", "x".repeat(300), "\u0000"];
+  keys.forEach((k, i) => store.apply(put(k, i % 2 === 0 ? "" : `v😀${"é".repeat(i * 50)}`)));
+  for (const chunkKeysMax of [1, 2, 4096]) {
+    const restored = KvStore.restore(store.snapshot({ chunkKeysMax }));
+    assertEquals(restored.size, keys.length);
+    for (const k of keys) assertEquals(restored.get(k), store.get(k));
+  }
 });
 
 Deno.test("restoreAsync() rejects what restore() rejects and restores what it restores", async () => {
