@@ -73,7 +73,7 @@ const FRAME_BYTES = 12;
 /** WAL batches up to this size are written synchronously (see #writeAllSync). */
 const SYNC_WRITE_BYTES_MAX = 1 << 20;
 /** A snapshot being written is fdatasynced every this many bytes. */
-const SNAPSHOT_SYNC_BYTES = 8 << 20;
+const SNAPSHOT_SYNC_BYTES = 4 << 20;
 /** Version 1 header: magic, version, meta length, data length (u64). */
 const SNAP_V1_HEADER_BYTES = 20;
 /** Version 2 header: magic, version, meta length. */

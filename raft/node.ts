@@ -657,6 +657,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     // encodes it a chunk at a time as storage writes it: a large state is
     // never held in one buffer, and the event loop gets a turn between chunks.
     const kv = this.#kv.snapshotChunks();
+    const keys = this.#kv.size;
     async function* chunks(): AsyncGenerator<Uint8Array> {
       yield header;
       yield* kv;
@@ -671,7 +672,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#lastSnapshotIndex = meta.index;
     this.#bytesSinceSnapshot = 0;
     this.#core.compact(compactIndex, meta);
-    this.#log("took snapshot", { index: meta.index, keys: this.#kv.size });
+    this.#log("took snapshot", { index: meta.index, keys });
   }
 
   // ------------------------------------------------------------ reads
