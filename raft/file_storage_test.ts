@@ -273,10 +273,10 @@ Deno.test("FileStorage: a snapshot stream that fails midway leaves no snapshot u
       await storage.load();
       await storage.save({ entries: entries(1, 30, 1) });
       await storage.saveSnapshot(snapshot(10, 1), 0);
-      async function* failing() {
+      const failing = async function* () {
         yield new Uint8Array(1000);
         throw new Error("the encoder failed");
-      }
+      };
       await assertRejects(
         () => storage.saveSnapshot({ meta: snapshot(20, 1).meta, chunks: failing() }, 20),
         Error,
