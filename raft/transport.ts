@@ -28,7 +28,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { FRAME_BYTES_MAX_DEFAULT, FrameReader, FrameTooLargeError, FrameWriter } from "./frame.ts";
 import type { Entry, Message, MessageType, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
 
@@ -600,10 +599,10 @@ export class TcpTransport implements AsyncDisposable {
   async #writeLoop(peer: Peer, conn: Deno.TcpConn): Promise<void> {
     const writer = new FrameWriter(conn, { frameBytesMax: this.#frameBytesMax });
     for (;;) {
+      // Resumes in a microtask: every send() of the caller's synchronous run
+      // (the node sends once or twice per processing step) joins one write:
+      // one syscall and one wake-up of the peer, without waiting a turn.
       await this.#waitForWork(peer);
-      // Let everything sent in this event-loop turn join the batch: one write
-      // (one syscall, one wake-up of the peer) instead of one per send().
-      await new Promise<void>((resolve) => setImmediate(resolve));
       if (peer.stopped) return;
       if (peer.broken !== undefined) throw peer.broken;
       const batch = this.#takeBatch(peer);
