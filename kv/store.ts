@@ -22,6 +22,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { concatBytes } from "../raft/bytes.ts";
 import { decode, encode } from "../raft/msgpack.ts";
 import { decodeCommand, type KvCommand, type KvCommandId } from "./command.ts";
 
@@ -143,7 +144,7 @@ export class KvStore {
    */
   snapshot(options: KvSnapshotOptions = {}): Uint8Array {
     const chunkKeysMax = checkChunkKeys(options.chunkKeysMax);
-    return concat([...encodeChunks(this.#layers.slice(), this.#size, chunkKeysMax)]);
+    return concatBytes([...encodeChunks(this.#layers.slice(), this.#size, chunkKeysMax)]);
   }
 
   /**
@@ -323,7 +324,7 @@ function* encodeChunks(
   chunkKeysMax: number,
 ): Generator<Uint8Array, void> {
   const chunkCount = Math.ceil(count / chunkKeysMax);
-  yield concat([
+  yield concatBytes([
     arrayHeader(3 + chunkCount),
     encode(SNAPSHOT_FORMAT),
     encode(SNAPSHOT_VERSION),
@@ -502,18 +503,6 @@ function binChunk(payload: Uint8Array): Uint8Array {
   out[0] = 0xc6;
   new DataView(out.buffer).setUint32(1, payload.length);
   out.set(payload, 5);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
   return out;
 }
 

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { concatBytes } from "./bytes.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "./types.ts";
 import type { Identity, LoadedState, LogStorage, SaveRequest, SnapshotSource } from "./storage.ts";
 
@@ -253,16 +254,6 @@ export function checkCompaction(snapshot: { meta: SnapshotMeta }, compactIndex: 
 /** The concatenation of a snapshot's chunks. */
 export async function collectChunks(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
-  let length = 0;
-  for await (const chunk of chunks) {
-    parts.push(chunk);
-    length += chunk.byteLength;
-  }
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
+  for await (const chunk of chunks) parts.push(chunk);
+  return concatBytes(parts);
 }
