@@ -1,0 +1,101 @@
+/**
+ * A checker for histories of reads and writes of registers (keys) taken
+ * from outside a running cluster, as a black-box fault test records them.
+ * Every write writes a value no other write uses, so a read names the write
+ * it saw. The checks are sound but not complete: each violation it reports
+ * is one no linearizable system could produce, but a history it passes is
+ * not proved linearizable. They catch stale reads, lost and invented values,
+ * and reads that go back in time.
+ *
+ * @module
+ */
+
+/** One operation as a client saw it. Times are from one clock (`performance.now()`). */
+export interface Op {
+  kind: "write" | "read";
+  key: string;
+  /** The value written, or the value read (`undefined`: the key was absent). */
+  value: string | undefined;
+  invoke: number;
+  /** When the answer came; `Infinity` for a write whose outcome is unknown (no answer). */
+  complete: number;
+}
+
+/** The violations in `history`, one line each; empty if none was found. */
+export function checkRegisterHistory(history: readonly Op[]): string[] {
+  const byKey = new Map<string, Op[]>();
+  for (const op of history) {
+    const list = byKey.get(op.key);
+    if (list) list.push(op);
+    else byKey.set(op.key, [op]);
+  }
+  const problems: string[] = [];
+  for (const [key, ops] of byKey) problems.push(...checkKey(key, ops));
+  return problems;
+}
+
+function checkKey(key: string, ops: Op[]): string[] {
+  const problems: string[] = [];
+  const writes = ops.filter((o) => o.kind === "write");
+  const acked = writes.filter((w) => w.complete !== Infinity);
+  const byValue = new Map<string, Op>();
+  for (const w of writes) {
+    if (w.value === undefined || byValue.has(w.value)) {
+      throw new Error(`Cannot check ${key}: a write without a unique value`);
+    }
+    byValue.set(w.value, w);
+  }
+  const reads = ops.filter((o) => o.kind === "read");
+  const fmt = (o: Op) =>
+    `${o.kind} ${JSON.stringify(o.value ?? null)} [${o.invoke.toFixed(1)}, ${
+      o.complete.toFixed(1)
+    }]`;
+  // The write each read saw (undefined: the initial, absent value).
+  const source = new Map<Op, Op | undefined>();
+  for (const r of reads) {
+    if (r.value === undefined) {
+      source.set(r, undefined);
+      // Absent: no write may have finished before the read began.
+      const done = acked.find((w) => w.complete < r.invoke);
+      if (done) problems.push(`${key}: ${fmt(r)} saw no value after ${fmt(done)} finished`);
+      continue;
+    }
+    const w = byValue.get(r.value);
+    if (w === undefined) {
+      problems.push(`${key}: ${fmt(r)} saw a value nobody wrote`);
+      continue;
+    }
+    source.set(r, w);
+    if (w.invoke > r.complete) {
+      problems.push(`${key}: ${fmt(r)} saw ${fmt(w)}, which began after the read ended`);
+    }
+    // Stale: a later write (begun after w ended) finished before the read began.
+    const newer = acked.find((w2) => w2.invoke > w.complete && w2.complete < r.invoke);
+    if (newer) {
+      problems.push(`${key}: ${fmt(r)} is stale: ${fmt(newer)} replaced it before the read began`);
+    }
+  }
+  // Reads do not go back in time: a read that begins after another ended sees
+  // nothing older than what that one saw.
+  const byComplete = [...reads].sort((a, b) => a.complete - b.complete);
+  const byInvoke = [...reads].sort((a, b) => a.invoke - b.invoke);
+  let i = 0;
+  let newest: { read: Op; write: Op } | undefined; // the seen write that began last
+  for (const r2 of byInvoke) {
+    for (; i < byComplete.length && byComplete[i]!.complete < r2.invoke; i++) {
+      const r1 = byComplete[i]!;
+      const w1 = source.get(r1);
+      if (w1 !== undefined && (newest === undefined || w1.invoke > newest.write.invoke)) {
+        newest = { read: r1, write: w1 };
+      }
+    }
+    if (newest === undefined || !source.has(r2)) continue;
+    const w2 = source.get(r2);
+    if (w2 === undefined || w2.complete < newest.write.invoke) {
+      problems.push(
+        `${key}: ${fmt(r2)} went back in time: ${fmt(newest.read)} ended before it began`,
+      );
+    }
+  }
+  return problems;
+}
