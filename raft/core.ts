@@ -102,6 +102,12 @@ interface LeaderState {
    * the next append broadcast or heartbeat, or goes out on {@linkcode RaftCore.flushCommit}.
    */
   commitPending: boolean;
+  /**
+   * Followers that forwarded proposals, with the last index those took: a
+   * follower answers its client only once it knows the entry committed, so
+   * it is told at once rather than lazily.
+   */
+  forwarded: Map<NodeId, number>;
 }
 
 interface CandidateState {
@@ -507,7 +513,7 @@ export class RaftCore {
       // The leader counts its own copy only once it is durable.
       const self = st.progress.get(this.id);
       if (self && self.maybeUpdate(this.#log.stable) && this.#maybeCommit(st)) {
-        st.commitPending = true;
+        this.#committed(st);
       }
     }
   }
@@ -723,6 +729,7 @@ export class RaftCore {
       transferee: NONE,
       bcastPending: false,
       commitPending: false,
+      forwarded: new Map(),
     };
     this.#state = st;
     this.#leader = this.id;
@@ -1188,8 +1195,20 @@ export class RaftCore {
       m.entries.map((e) => ({ index: 0, term: 0, type: e.type, data: e.data })),
     );
     for (const e of m.entries) if (e.type === "conf") st.pendingConfIndex = last;
+    if (m.from !== this.id && m.from !== NONE) st.forwarded.set(m.from, last);
     st.bcastPending = true;
     return true;
+  }
+
+  /**
+   * The commit index moved: the followers are told lazily, except those
+   * waiting to answer a write they forwarded, which get an append now.
+   */
+  #committed(st: LeaderState): void {
+    st.commitPending = true;
+    for (const [id, index] of st.forwarded) {
+      if (index <= this.#log.committed && this.#sendAppend(st, id)) st.forwarded.delete(id);
+    }
   }
 
   /** Appends entries of this term at the end of the log; returns the last index. */
@@ -1232,7 +1251,7 @@ export class RaftCore {
     // a follower gets the commit index in the heartbeat round that confirms
     // it, so neither waits; under a steady stream of writes this halves the
     // messages, and the followers' wake-ups, per write.
-    if (this.#maybeCommit(st)) st.commitPending = true;
+    if (this.#maybeCommit(st)) this.#committed(st);
     if (this.#state !== st) return; // we committed our own removal and stepped down
     if (wasPaused) this.#sendAppend(st, m.from);
     // Keep the window full while there is more to send.

@@ -223,6 +223,18 @@ Deno.test("§5.3 a new commit index rides on the next append or heartbeat, or go
   assert(!c.core(1).commitPending);
 });
 
+Deno.test("§5.3 a follower that forwarded a proposal is told of its commit at once", () => {
+  const c = new Cluster({ voters: 3 });
+  c.elect(1);
+  assert(c.propose(2, "x")); // forwarded to the leader
+  c.stabilize({ flushCommit: false });
+  assertEquals(c.commands(2), ["x"]); // it can answer its client now
+  assertEquals(c.commands(3), []); // the other follower learns lazily
+  assert(c.core(1).flushCommit());
+  c.stabilize({ flushCommit: false });
+  assertEquals(c.commands(3), ["x"]);
+});
+
 Deno.test("§5.3 entries a quorum acknowledged can be taken for applying while a newer Ready is being persisted", () => {
   const c = new Cluster({ voters: 3 });
   c.elect(1);
