@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "./tests/assert.ts";
 import { FlagError, type Flags, parseAddress, parseFlags, USAGE, VERSION } from "./main.ts";
+import { runProgram } from "./tests/harness.ts";
 
 const BASE: Flags = { stateDir: "/tmp/n1", raft: ":8080", api: ":9090" };
 
@@ -161,31 +162,17 @@ Deno.test("USAGE names every flag and VERSION is semver", () => {
   assert(/^\d+\.\d+\.\d+$/.test(VERSION));
 });
 
-async function run(...args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", new URL("./main.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
 Deno.test("raftkv --help and --version print to stdout and exit 0", async () => {
-  const help = await run("--help");
+  const help = await runProgram(["--help"]);
   assertEquals(help.code, 0);
   assertEquals(help.stdout, `${USAGE}\n`);
-  const version = await run("-version");
+  const version = await runProgram(["-version"]);
   assertEquals(version.code, 0);
   assertEquals(version.stdout, `raftkv ${VERSION}\n`);
 });
 
 Deno.test("raftkv with a bad flag prints one error line and a hint on stderr and exits 2", async () => {
-  const result = await run("-state_dir=/tmp/x", "-raft", ":8080", "-bogus");
+  const result = await runProgram(["-state_dir=/tmp/x", "-raft", ":8080", "-bogus"]);
   assertEquals(result.code, 2);
   assertEquals(result.stdout, "");
   assertEquals(

@@ -232,6 +232,22 @@ export interface Cluster {
   addNode(): Promise<ClusterNode>;
 }
 
+/** Waits until a write through the cluster's leader succeeds (the cluster is ready). */
+async function waitForPut(
+  cluster: Cluster,
+  what: string,
+  timeoutMs: number,
+  fatal: () => string | undefined,
+): Promise<void> {
+  await waitFor(
+    what,
+    async () => (await cluster.put(await cluster.leaderUrl(), "bench-ready", "1")) || undefined,
+    timeoutMs,
+    200,
+    fatal,
+  );
+}
+
 /** One member: its process, addresses and state directory. */
 export interface ClusterNode {
   name: string;
@@ -396,16 +412,7 @@ export async function startRaftkvCluster(opts: RaftkvOptions, size = 3): Promise
       launch(n1.peerAddr);
       await waitMembers(n1, k);
     }
-    await waitFor(
-      "a PUT to succeed",
-      async () => {
-        const leader = await leaderUrl();
-        return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
-      },
-      opts.startTimeoutMs,
-      200,
-      anyExited,
-    );
+    await waitForPut(cluster, "a PUT to succeed", opts.startTimeoutMs, anyExited);
   }
 }
 
@@ -576,14 +583,10 @@ export async function startEtcdCluster(opts: EtcdOptions, size = 3): Promise<Clu
   try {
     const initial = clusterSpec(members);
     for (const m of members) start(m, initial, "new");
-    await waitFor(
+    await waitForPut(
+      cluster,
       "etcd to elect a leader and accept a put",
-      async () => {
-        const leader = await leaderUrl();
-        return (await cluster.put(leader, "bench-ready", "1")) ? true : undefined;
-      },
       opts.startTimeoutMs,
-      200,
       () => {
         const dead = nodes.find((n) => !running.has(n.proc));
         return dead && `${dead.name} exited during start; see ${dead.proc.logPath}`;

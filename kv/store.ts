@@ -33,9 +33,6 @@ export const SNAPSHOT_VERSION = 2;
 /** The default number of keys per snapshot chunk (about 0.5 MiB and 3 ms of encoding with 100-byte values). */
 export const SNAPSHOT_CHUNK_KEYS_DEFAULT = 4096;
 
-/** Bytes copied per event-loop turn when assembling a snapshot. */
-const COPY_BYTES_PER_TURN = 4 * 1024 * 1024;
-
 /** What applying one command did. `id` is the command's tag, if it had one. */
 export type KvResult =
   | { ok: true; op: "put"; id?: KvCommandId }
@@ -57,8 +54,8 @@ type Layer = Map<string, string | null>;
 /**
  * The key-value state machine.
  *
- * A snapshot taken with {@linkcode KvStore.snapshotChunks} or
- * {@linkcode KvStore.snapshotAsync} captures the state in O(1): the current
+ * A snapshot taken with {@linkcode KvStore.snapshotChunks} captures the
+ * state in O(1): the current
  * layers are frozen and later writes go to a new top layer (copy-on-write at
  * the granularity of a key). When the last snapshot in progress finishes,
  * the layers are folded back into the base in O(keys written meanwhile).
@@ -173,34 +170,6 @@ export class KvStore {
       if (this.#views === 0) this.#fold();
     };
     return new KvSnapshotStream(encodeChunks(frozen, this.#size, chunkKeysMax), release);
-  }
-
-  /**
-   * Captures the current state in O(1) and encodes it without blocking the
-   * event loop for long; resolves to the same bytes as
-   * {@linkcode KvStore.snapshot} at the time of the call.
-   */
-  async snapshotAsync(options: KvSnapshotOptions = {}): Promise<Uint8Array> {
-    const chunks: Uint8Array[] = [];
-    let length = 0;
-    for await (const chunk of this.snapshotChunks(options)) {
-      chunks.push(chunk);
-      length += chunk.length;
-    }
-    // Copying 115 MB at once stalls the event loop for 30-70 ms: copy in slices.
-    const out = new Uint8Array(length);
-    let offset = 0;
-    let sinceYield = 0;
-    for (const chunk of chunks) {
-      out.set(chunk, offset);
-      offset += chunk.length;
-      sinceYield += chunk.length;
-      if (sinceYield >= COPY_BYTES_PER_TURN) {
-        sinceYield = 0;
-        await yieldToEventLoop();
-      }
-    }
-    return out;
   }
 
   /** Writes `[key, value, ...]` pairs during a restore. */

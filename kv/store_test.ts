@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { collectBytes } from "../raft/bytes.ts";
 import { encode } from "../raft/msgpack.ts";
 import { decodeCommand, encodeCommand, type KvCommand } from "./command.ts";
 import { KvStore, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from "./store.ts";
@@ -249,7 +250,7 @@ Deno.test("snapshotChunks() concatenates to what snapshot() returned at the call
   assertEquals(new Uint8Array(parts.flatMap((p) => [...p])), expected);
 });
 
-Deno.test("snapshotAsync() is a consistent view while writes continue", async () => {
+Deno.test("snapshotChunks() is a consistent view while writes continue", async () => {
   const store = new KvStore();
   const keys: string[] = [];
   for (let i = 0; i < 100; i++) {
@@ -257,7 +258,7 @@ Deno.test("snapshotAsync() is a consistent view while writes continue", async ()
     store.apply(put(`k${i}`, `old${i}`));
   }
   const expected = contents(store, keys);
-  const pending = store.snapshotAsync({ chunkKeysMax: 3 });
+  const pending = collectBytes(store.snapshotChunks({ chunkKeysMax: 3 }));
   // Overwrite, delete, delete-and-recreate, and add keys while the snapshot runs.
   for (let i = 0; i < 100; i += 2) store.apply(put(`k${i}`, `new${i}`));
   for (let i = 1; i < 100; i += 4) store.apply(del(`k${i}`));
@@ -315,7 +316,7 @@ Deno.test("snapshotChunks() released early (return, break, dispose) leaves the s
   assertEquals(store.get("k1"), "w");
   assertEquals(store.size, 9);
   // After every stream ended, a fresh one sees the latest state.
-  assertEquals(KvStore.restore(await store.snapshotAsync()).get("k1"), "w");
+  assertEquals(KvStore.restore(await collectBytes(store.snapshotChunks())).get("k1"), "w");
 });
 
 Deno.test("snapshotChunks() gives a due timer a turn between chunks", async () => {
@@ -360,7 +361,9 @@ Deno.test("random writes interleaved with snapshots match a plain Map (seeds 1-2
       } else if (r < 0.97) {
         const expected = fromMap(model);
         const size = model.size;
-        const snapshot = store.snapshotAsync({ chunkKeysMax: 1 + Math.floor(random() * 5) });
+        const snapshot = collectBytes(
+          store.snapshotChunks({ chunkKeysMax: 1 + Math.floor(random() * 5) }),
+        );
         pending.push(snapshot.then((bytes) => {
           const restored = KvStore.restore(bytes);
           assertEquals(restored.size, size, `seed ${seed} step ${step}`);

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { concatBytes } from "./bytes.ts";
+import { collectBytes } from "./bytes.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "./types.ts";
 import type { Identity, LoadedState, LogStorage, SaveRequest, SnapshotSource } from "./storage.ts";
 
@@ -107,7 +107,7 @@ export class MemoryStorage implements LogStorage {
     this.#checkUsable("save snapshot");
     checkCompaction(snapshot, compactIndex);
     checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
-    const data = "data" in snapshot ? snapshot.data : await collectChunks(snapshot.chunks);
+    const data = "data" in snapshot ? snapshot.data : await collectBytes(snapshot.chunks);
     this.#checkUsable("save snapshot");
     checkSnapshotOrder(snapshot, this.#snapshot?.meta.index ?? 0);
     this.#write();
@@ -249,11 +249,4 @@ export function checkCompaction(snapshot: { meta: SnapshotMeta }, compactIndex: 
       `Cannot compact the log to index ${compactIndex}: the snapshot is at ${snapshot.meta.index}`,
     );
   }
-}
-
-/** The concatenation of a snapshot's chunks. */
-export async function collectChunks(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of chunks) parts.push(chunk);
-  return concatBytes(parts);
 }

@@ -6,25 +6,8 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { MAIN_PATH } from "./harness.ts";
+import { runProgram } from "./harness.ts";
 import { VERSION } from "../main.ts";
-
-async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN_PATH, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
-}
 
 const BAD_COMMAND_LINES: [string, string[]][] = [
   ["an unknown flag", ["--bogus"]],
@@ -76,7 +59,7 @@ const BAD_COMMAND_LINES: [string, string[]][] = [
 
 for (const [what, args] of BAD_COMMAND_LINES) {
   Deno.test(`the program exits with code 2 and a one-line error on ${what}`, async () => {
-    const r = await runMain(args);
+    const r = await runProgram(args);
     assertEquals(r.code, 2, `exit code for ${JSON.stringify(args)}; stderr: ${r.stderr}`);
     assertEquals(r.stdout, "", "nothing on stdout");
     const lines = r.stderr.trimEnd().split("\n");
@@ -88,7 +71,7 @@ for (const [what, args] of BAD_COMMAND_LINES) {
 }
 
 Deno.test("--version prints the version and exits with 0", async () => {
-  const r = await runMain(["--version"]);
+  const r = await runProgram(["--version"]);
   assertEquals(r.code, 0);
   assertEquals(r.stdout, `raftkv ${VERSION}\n`);
   assertEquals(r.stderr, "");
@@ -96,7 +79,7 @@ Deno.test("--version prints the version and exits with 0", async () => {
 
 Deno.test("--help prints the usage and exits with 0", async () => {
   for (const flag of ["--help", "-h"]) {
-    const r = await runMain([flag]);
+    const r = await runProgram([flag]);
     assertEquals(r.code, 0, flag);
     assertMatch(r.stdout, /^raftkv .*\n\nUsage:/);
     assertMatch(r.stdout, /--state-dir/);

@@ -26,6 +26,26 @@ export type { Member };
 
 /** The server's entry point, resolved from this file (cwd-independent). */
 export const MAIN_PATH = new URL("../main.ts", import.meta.url).pathname;
+
+/** Runs the program once with `args` (for flags that exit at once) and returns what it printed. */
+export async function runProgram(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "-A", MAIN_PATH, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  const text = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: text.decode(output.stdout),
+    stderr: text.decode(output.stderr),
+  };
+}
 /** The repository's root directory. */
 export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
