@@ -12,7 +12,10 @@
  *   u64, CRC-32C of the previous 16 bytes; all little-endian) followed by
  *   records. New segments are created under a temp name with their header
  *   and the current hard state, fsynced, renamed, and the directory fsynced,
- *   so a segment's header is never torn.
+ *   so a segment's header is never torn. The last segment is zero-filled
+ *   ahead of its records (1 MiB at a time, up to the segment size), and
+ *   records overwrite those zeros in place; a segment is cut to its records
+ *   before the next one is created, so only the last one ends in zeros.
  * - `snap-<index, 16 hex>.snap`: snapshots (magic `RKVS`, version, meta and
  *   data lengths, MessagePack meta, data, CRC-32C of all that), written the
  *   same atomic way; the newest 3 are kept.
@@ -27,7 +30,7 @@
  * **Torn tail rule.** Only the tail of the *last* segment may be torn, and
  * a record there counts as torn (cut off with a warning) when its frame
  * header is incomplete, when its frame header fails its own checksum and
- * every byte from there to the end of the file is zero, when its payload
+ * every byte after the header to the end of the file is zero, when its payload
  * runs past the end of the file, or when its payload fails its checksum and
  * it is the final record (it ends exactly at the end of the file, or only
  * zeros follow). Anything else, including a bad frame header followed by
@@ -81,6 +84,15 @@ const SNAP_HEADER_BYTES = 12;
 /** Version 2 trailer: data length (u64), then the CRC-32C of every byte before it. */
 const SNAP_TRAILER_BYTES = 12;
 const SNAPSHOTS_KEPT = 3;
+/**
+ * The active segment is zero-filled this far ahead of its records. An
+ * fdatasync that must also record a new file size costs a second disk write
+ * (the inode); overwriting zeros already on disk does not, which takes a
+ * third off every WAL fdatasync on ext4. Like etcd's preallocated segments,
+ * but with real zeros: space from fallocate(2) would need its extents
+ * converted on first write, which is metadata again.
+ */
+const PREALLOCATE_BYTES = 1 << 20;
 
 const RECORD_ENTRIES = 1;
 const RECORD_HARD_STATE = 2;
@@ -141,7 +153,10 @@ export class FileStorage implements LogStorage {
 
   #segments: Segment[] = [];
   #active: Deno.FsFile | undefined;
+  /** Where the active segment's records end (the file position). */
   #activeBytes = 0;
+  /** The active segment's file size: its records, then zero-filled space. */
+  #activeAllocated = 0;
   #syncCount = 0;
 
   // The log as it will be once every accepted save is written.
@@ -374,6 +389,9 @@ export class FileStorage implements LogStorage {
           await this.#roll();
         }
         const segment = this.#segments.at(-1)!;
+        if (this.#activeBytes + total > this.#activeAllocated) {
+          this.#preallocate(segment.path, this.#activeBytes + total);
+        }
         if (buffer.length <= SYNC_WRITE_BYTES_MAX) {
           this.#writeAllSync(this.#active!, segment.path, buffer);
         } else {
@@ -401,8 +419,38 @@ export class FileStorage implements LogStorage {
     }
   }
 
-  /** Creates the next segment (atomically, with the current hard state) and makes it active. */
+  /**
+   * Zero-fills the active segment up to at least `needed` bytes (a step
+   * ahead, up to the segment size limit). No fdatasync of its own: the
+   * batch's that follows makes the zeros and the new size durable.
+   */
+  #preallocate(path: string, needed: number): void {
+    const target = Math.max(
+      needed,
+      Math.min(this.#activeAllocated + PREALLOCATE_BYTES, this.#segmentBytesMax),
+    );
+    const file = this.#active!;
+    file.seekSync(this.#activeAllocated, Deno.SeekMode.Start);
+    this.#writeAllSync(file, path, new Uint8Array(target - this.#activeAllocated));
+    file.seekSync(this.#activeBytes, Deno.SeekMode.Start);
+    this.#activeAllocated = target;
+  }
+
+  /**
+   * Cuts the active segment's unused zero-filled space off (only the last
+   * segment may end in zeros), then creates the next segment (atomically,
+   * with the current hard state) and makes it active.
+   */
   async #roll(): Promise<void> {
+    const previous = this.#segments.at(-1);
+    if (this.#active !== undefined && previous !== undefined) {
+      if (this.#activeAllocated > this.#activeBytes) {
+        this.#faultInjector?.("write", previous.path);
+        await this.#active.truncate(this.#activeBytes);
+        this.#faultInjector?.("sync", previous.path);
+        await this.#active.syncData();
+      }
+    }
     const seq = (this.#segments.at(-1)?.seq ?? 0) + 1;
     const name = segmentName(seq);
     const parts = [segmentHeader(seq)];
@@ -414,10 +462,12 @@ export class FileStorage implements LogStorage {
       for (const part of parts) await this.#writeAll(file, path, part);
     });
     const path = `${this.#dir}/${name}`;
-    const file = await Deno.open(path, { write: true, append: true });
+    const file = await Deno.open(path, { write: true });
     this.#active?.close();
     this.#active = file;
     this.#activeBytes = parts.reduce((n, p) => n + p.length, 0);
+    this.#activeAllocated = this.#activeBytes;
+    file.seekSync(this.#activeBytes, Deno.SeekMode.Start);
     this.#segments.push({ seq, path, maxIndex: 0 });
   }
 
@@ -644,9 +694,12 @@ export class FileStorage implements LogStorage {
       const seq = seqs[i]!;
       const path = `${this.#dir}/${segmentName(seq)}`;
       const bytes = await Deno.readFile(path);
-      const end = this.#scanSegment(path, seq, bytes, i === seqs.length - 1, replay);
-      if (end < bytes.length) {
+      const last = i === seqs.length - 1;
+      const end = this.#scanSegment(path, seq, bytes, last, replay);
+      let size = bytes.length;
+      if (end < bytes.length && !allZero(bytes, end)) {
         console.warn("wal: cut torn tail", { file: path, offset: end, bytes: bytes.length - end });
+        size = end;
         const file = await Deno.open(path, { write: true });
         try {
           await file.truncate(end);
@@ -656,7 +709,11 @@ export class FileStorage implements LogStorage {
         }
       }
       this.#segments.push({ seq, path, maxIndex: replay.segmentMaxIndex });
-      if (i === seqs.length - 1) this.#activeBytes = end;
+      if (last) {
+        // Zeros after the records are space preallocated for the next ones.
+        this.#activeBytes = end;
+        this.#activeAllocated = size;
+      }
     }
 
     // The newest readable snapshot the WAL continues from.
@@ -705,7 +762,8 @@ export class FileStorage implements LogStorage {
     if (this.#segments.length === 0) {
       await this.#roll();
     } else {
-      this.#active = await Deno.open(this.#segments.at(-1)!.path, { write: true, append: true });
+      this.#active = await Deno.open(this.#segments.at(-1)!.path, { write: true });
+      this.#active.seekSync(this.#activeBytes, Deno.SeekMode.Start);
     }
     if (replay.lastIndex > this.#lastIndex) {
       // Conflicting entries were dropped above: record that durably.
@@ -727,6 +785,7 @@ export class FileStorage implements LogStorage {
     await this.#writeAll(this.#active!, segment.path, bytes);
     await this.#active!.syncData();
     this.#activeBytes += bytes.length;
+    this.#activeAllocated = Math.max(this.#activeAllocated, this.#activeBytes);
   }
 
   /**
@@ -768,7 +827,9 @@ export class FileStorage implements LogStorage {
       const length = view.getUint32(offset, true);
       const payloadCrc = view.getUint32(offset + 4, true);
       if (view.getUint32(offset + 8, true) !== crc32c(bytes.subarray(offset, offset + 8))) {
-        if (last && allZero(bytes, offset)) return offset;
+        // Torn: nothing but zeros after it (no payload was written; a
+        // preallocated segment has zeros there, not an end of file).
+        if (last && allZero(bytes, offset + FRAME_BYTES)) return offset;
         throw fail(offset, "record frame checksum mismatch");
       }
       if (length === 0) throw fail(offset, "the record is empty");
@@ -962,7 +1023,13 @@ function checkMeta(value: unknown): SnapshotMeta {
 }
 
 function allZero(bytes: Uint8Array, from: number): boolean {
-  for (let i = from; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  // A preallocated segment ends in up to 64 MiB of zeros: compare 4 bytes at a time.
+  let i = from;
+  while (i < bytes.length && (bytes.byteOffset + i) % 4 !== 0) if (bytes[i++] !== 0) return false;
+  const words = Math.floor((bytes.length - i) / 4);
+  const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words);
+  for (let w = 0; w < words; w++) if (view[w] !== 0) return false;
+  for (i += words * 4; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;
 }
 

@@ -67,6 +67,17 @@ interface RecordEnd {
   commit: number;
 }
 
+/** Where the records of a segment end: the rest of the file is preallocated zeros. */
+function recordsEnd(segment: Uint8Array): number {
+  const view = new DataView(segment.buffer, segment.byteOffset, segment.byteLength);
+  let offset = 20; // the segment header
+  while (offset + 12 <= segment.length) {
+    if (view.getUint32(offset + 8, true) !== crc32c(segment.subarray(offset, offset + 8))) break;
+    offset += 12 + view.getUint32(offset, true);
+  }
+  return offset;
+}
+
 /**
  * Writes one save per entry 1..count (every other one with a hard state, a
  * second record) and returns where each record ends in the segment.
@@ -79,7 +90,7 @@ async function writeSmallWal(dir: string, count: number): Promise<RecordEnd[]> {
   for (let i = 1; i <= count; i++) {
     const hardState = i % 2 === 0 ? { term: 1, vote: 1, commit: i - 1 } : undefined;
     await storage.save({ entries: [entry(i, 1)], ...(hardState ? { hardState } : {}) });
-    const end = (await Deno.stat(`${dir}/${SEGMENT_1}`)).size;
+    const end = recordsEnd(await Deno.readFile(`${dir}/${SEGMENT_1}`));
     if (hardState) {
       const hardStateBytes = 12 + encode([2, 1, 1, hardState.commit]).length;
       records.push({ end: end - hardStateBytes, lastIndex: i, commit });
@@ -93,53 +104,86 @@ async function writeSmallWal(dir: string, count: number): Promise<RecordEnd[]> {
 Deno.test("FileStorage: a cut at every byte of the last records recovers exactly the complete records before it", async () => {
   await withDir(async (dir) => {
     const records = await writeSmallWal(dir, 12);
-    const full = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    const written = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    const full = written.subarray(0, records.at(-1)!.end);
+    assert(written.length > full.length, "the segment has no preallocated space");
     const from = records[records.length - 6]!.end; // the last five records
     let cuts = 0;
     for (let cut = from; cut <= full.length; cut++) {
-      await Deno.writeFile(`${dir}/${SEGMENT_1}`, full.subarray(0, cut));
       const complete = records.filter((r) => r.end <= cut).at(-1)!;
-      let state: LoadedState | undefined;
-      const warnings = await capturingWarnings(async () => {
-        state = await loadDir(dir);
-      });
-      assertEquals(indexes(state!), entries(1, complete.lastIndex, 1).map((e) => e.index));
-      assertEquals(state!.entries.at(-1)?.data, entry(complete.lastIndex, 1).data);
-      assertEquals(state!.hardState.commit, complete.commit, `commit after a cut at ${cut}`);
-      const torn = cut !== complete.end;
-      assertEquals(warnings.length, torn ? 1 : 0, `warnings for a cut at ${cut}`);
-      if (torn) {
-        assertEquals(warnings[0]![0], "wal: cut torn tail");
-        assertEquals(warnings[0]![1], {
-          file: `${dir}/${SEGMENT_1}`,
-          offset: complete.end,
-          bytes: cut - complete.end,
+      const tornBytes = full.subarray(complete.end, cut);
+      // Cut where the file ends (an append that stopped), or inside the
+      // preallocated zeros (an overwrite that stopped).
+      for (const preallocated of [false, true]) {
+        const file = preallocated ? written.slice() : full.slice(0, cut);
+        if (preallocated) file.fill(0, cut);
+        await Deno.writeFile(`${dir}/${SEGMENT_1}`, file);
+        let state: LoadedState | undefined;
+        const warnings = await capturingWarnings(async () => {
+          state = await loadDir(dir);
         });
-        // The cut is durable: the file now ends at the last complete record.
-        assertEquals((await Deno.stat(`${dir}/${SEGMENT_1}`)).size, complete.end);
+        const at = `a cut at ${cut}${preallocated ? " in preallocated space" : ""}`;
+        assertEquals(indexes(state!), entries(1, complete.lastIndex, 1).map((e) => e.index), at);
+        assertEquals(state!.entries.at(-1)?.data, entry(complete.lastIndex, 1).data);
+        assertEquals(state!.hardState.commit, complete.commit, `commit after ${at}`);
+        const torn = tornBytes.some((b) => b !== 0);
+        assertEquals(warnings.length, torn ? 1 : 0, `warnings for ${at}`);
+        if (torn) {
+          assertEquals(warnings[0]![0], "wal: cut torn tail");
+          assertEquals(warnings[0]![1], {
+            file: `${dir}/${SEGMENT_1}`,
+            offset: complete.end,
+            bytes: file.length - complete.end,
+          });
+          // The cut is durable: the file now ends at the last complete record.
+          assertEquals((await Deno.stat(`${dir}/${SEGMENT_1}`)).size, complete.end);
+        }
+        cuts++;
       }
-      cuts++;
     }
-    assert(cuts > 100);
+    assert(cuts > 200);
   });
 });
 
-Deno.test("FileStorage: zeros after the last complete record are cut as a torn tail", async () => {
+Deno.test("FileStorage: writes go over the preallocated zeros, and a reopened log goes on from its last record", async () => {
   await withDir(async (dir) => {
     const records = await writeSmallWal(dir, 3);
-    const file = await Deno.open(`${dir}/${SEGMENT_1}`, { write: true, append: true });
-    await file.write(new Uint8Array(4096));
-    file.close();
-    let state: LoadedState | undefined;
-    const warnings = await capturingWarnings(async () => {
-      state = await loadDir(dir);
-    });
-    assertEquals(indexes(state!), [1, 2, 3]);
-    assertEquals(warnings[0]![1], {
-      file: `${dir}/${SEGMENT_1}`,
-      offset: records.at(-1)!.end,
-      bytes: 4096,
-    });
+    const size = (await Deno.stat(`${dir}/${SEGMENT_1}`)).size;
+    assert(size > records.at(-1)!.end, `no preallocated space: ${size} bytes`);
+    for (let round = 0; round < 3; round++) {
+      const warnings = await capturingWarnings(async () => {
+        await using storage = await FileStorage.open(dir);
+        const state = await storage.load();
+        assertEquals(indexes(state), entries(1, 3 + round, 1).map((e) => e.index));
+        await storage.save({ entries: [entry(4 + round, 1)] });
+      });
+      assertEquals(warnings, [], "zeros after the records are not a torn tail");
+      // The records grow in place; the file keeps its preallocated size.
+      assertEquals((await Deno.stat(`${dir}/${SEGMENT_1}`)).size, size);
+    }
+    assertEquals(indexes(await loadDir(dir)), entries(1, 6, 1).map((e) => e.index));
+  });
+});
+
+Deno.test("FileStorage: a rolled segment is cut to its records (only the last may end in zeros)", async () => {
+  await withDir(async (dir) => {
+    const options = { segmentBytesMax: 1024 };
+    {
+      await using storage = await FileStorage.open(dir, options);
+      await storage.load();
+      for (let i = 1; i <= 200; i++) await storage.save({ entries: [entry(i, 1)] });
+    }
+    const segments = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".wal"))
+      .sort();
+    assert(segments.length >= 3, `only ${segments.length} segments`);
+    for (const name of segments.slice(0, -1)) {
+      const bytes = await Deno.readFile(`${dir}/${name}`);
+      assertEquals(recordsEnd(bytes), bytes.length, `${name} ends in zeros`);
+    }
+    const last = await Deno.readFile(`${dir}/${segments.at(-1)}`);
+    assertEquals(last.length, 1024);
+    assert(recordsEnd(last) < last.length);
+    assertEquals(indexes(await loadDir(dir, options)), entries(1, 200, 1).map((e) => e.index));
   });
 });
 
@@ -147,7 +191,7 @@ Deno.test("FileStorage: a flipped bit anywhere but the last record's payload sto
   await withDir(async (dir) => {
     const count = 6;
     const records = await writeSmallWal(dir, count);
-    const full = await Deno.readFile(`${dir}/${SEGMENT_1}`);
+    const full = (await Deno.readFile(`${dir}/${SEGMENT_1}`)).subarray(0, records.at(-1)!.end);
     // Save 6 holds an entries record and a hard-state record; the last one is the hard state.
     const lastRecordStart = full.length - (12 + encode([2, 1, 1, 5]).length);
     let thrown = 0;
