@@ -65,14 +65,6 @@ export interface NodeOptions {
   snapshotEntries?: number;
   /** Take a snapshot after this many bytes of applied commands, whatever their count. Default 256 MiB. */
   snapshotBytes?: number;
-  /**
-   * Besides `snapshotEntries`, wait until the commands applied since the
-   * last snapshot add up to this fraction of its size. A snapshot costs time
-   * in proportion to the state; this keeps its cost per write the same
-   * however large the state grows, and bounds what a restart replays to this
-   * fraction of a snapshot's worth of log. Default 0.25; 0 turns it off.
-   */
-  snapshotLogRatio?: number;
   /** Entries kept in the log behind a snapshot for slow followers. Default 5000. */
   catchUpEntries?: number;
   /** How long a join keeps retrying before the node gives up. Default 60 s. */
@@ -196,10 +188,7 @@ export class RaftNode implements KvService, AsyncDisposable {
   #appliedTerm: number;
   #log: (message: string, fields: Record<string, unknown>) => void;
   #options: Required<
-    Pick<
-      NodeOptions,
-      "tickIntervalMs" | "snapshotEntries" | "snapshotBytes" | "snapshotLogRatio" | "catchUpEntries"
-    >
+    Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "snapshotBytes" | "catchUpEntries">
   >;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -237,8 +226,6 @@ export class RaftNode implements KvService, AsyncDisposable {
   /** Command bytes applied since the last snapshot (a log of large values grows by bytes). */
   #bytesSinceSnapshot = 0;
   #lastSnapshotIndex: number;
-  /** The size of the last snapshot taken, installed or loaded (0: none). */
-  #lastSnapshotBytes: number;
   #promoting = false;
   #membershipLock: Promise<unknown> = Promise.resolve();
 
@@ -249,7 +236,6 @@ export class RaftNode implements KvService, AsyncDisposable {
       apiAddr: string;
       initial: InitialState;
       kv: KvStore;
-      snapshotBytes: number;
       members: Map<NodeId, MemberAddr>;
       storage: LogStorage;
       transport: TcpTransport;
@@ -270,7 +256,6 @@ export class RaftNode implements KvService, AsyncDisposable {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
       snapshotEntries: init.options.snapshotEntries ?? 100_000,
       snapshotBytes: init.options.snapshotBytes ?? 256 * 1024 * 1024,
-      snapshotLogRatio: init.options.snapshotLogRatio ?? 0.25,
       // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
       catchUpEntries: init.options.catchUpEntries ??
         Math.min(5000, init.options.snapshotEntries ?? 100_000),
@@ -279,7 +264,6 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#appliedIndex = init.initial.snapshotMeta.index;
     this.#appliedTerm = init.initial.snapshotMeta.term;
     this.#lastSnapshotIndex = init.initial.snapshotMeta.index;
-    this.#lastSnapshotBytes = init.snapshotBytes;
     this.#savedTerm = init.initial.hardState.term;
     this.#savedVote = init.initial.hardState.vote;
     this.stopped = new Promise((resolve) => this.#stop = resolve);
@@ -580,7 +564,6 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#appliedIndex = snap.meta.index;
     this.#appliedTerm = snap.meta.term;
     this.#lastSnapshotIndex = snap.meta.index;
-    this.#lastSnapshotBytes = snap.data.byteLength;
     this.#bytesSinceSnapshot = 0;
     this.#log("installed snapshot", { index: snap.meta.index, keys: this.#kv.size });
   }
@@ -661,11 +644,10 @@ export class RaftNode implements KvService, AsyncDisposable {
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.#stopping) return;
-    const bytes = this.#bytesSinceSnapshot;
-    const due = bytes >= this.#options.snapshotBytes ||
-      (this.#appliedIndex - this.#lastSnapshotIndex >= this.#options.snapshotEntries &&
-        bytes >= this.#options.snapshotLogRatio * this.#lastSnapshotBytes);
-    if (!due) return;
+    if (
+      this.#appliedIndex - this.#lastSnapshotIndex < this.#options.snapshotEntries &&
+      this.#bytesSinceSnapshot < this.#options.snapshotBytes
+    ) return;
     this.#snapshotting = true;
     this.#takeSnapshot().then(
       () => this.#snapshotting = false,
@@ -694,13 +676,9 @@ export class RaftNode implements KvService, AsyncDisposable {
     // never held in one buffer, and the event loop gets a turn between chunks.
     const kv = this.#kv.snapshotChunks();
     const keys = this.#kv.size;
-    let size = header.byteLength;
     async function* chunks(): AsyncGenerator<Uint8Array> {
       yield header;
-      for await (const chunk of kv) {
-        size += chunk.byteLength;
-        yield chunk;
-      }
+      yield* kv;
     }
     const compactIndex = Math.max(0, meta.index - this.#options.catchUpEntries);
     try {
@@ -710,10 +688,9 @@ export class RaftNode implements KvService, AsyncDisposable {
     }
     if (this.#stopped) return;
     this.#lastSnapshotIndex = meta.index;
-    this.#lastSnapshotBytes = size;
     this.#bytesSinceSnapshot = 0;
     this.#core.compact(compactIndex, meta);
-    this.#log("took snapshot", { index: meta.index, keys, bytes: size });
+    this.#log("took snapshot", { index: meta.index, keys });
   }
 
   // ------------------------------------------------------------ reads
@@ -1114,8 +1091,6 @@ async function prepare(
   identity: Identity;
   initial: InitialState;
   kv: KvStore;
-  /** The loaded snapshot's size (0: none). */
-  snapshotBytes: number;
   members: Map<NodeId, MemberAddr>;
 }> {
   if (loaded.identity) {
@@ -1152,7 +1127,6 @@ async function prepare(
         applied: snapshotMeta.index,
       },
       kv,
-      snapshotBytes: snap?.data.byteLength ?? 0,
       members,
     };
   }
@@ -1170,7 +1144,6 @@ async function prepare(
         applied: 0,
       },
       kv: new KvStore(),
-      snapshotBytes: 0,
       members: new Map(
         answer.members.map(([id, addr, api]) => [id, { addr, api, removed: false }]),
       ),
@@ -1201,7 +1174,6 @@ async function prepare(
       applied: 0,
     },
     kv: new KvStore(),
-    snapshotBytes: 0,
     members: new Map(),
   };
 }
