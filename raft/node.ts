@@ -579,6 +579,9 @@ export class RaftNode implements KvService, AsyncDisposable {
     if (e.data.byteLength === 0) return; // a new leader's no-op
     this.#bytesSinceSnapshot += e.data.byteLength;
     const own = this.#proposedCommands.get(e.data);
+    // Dropped now, not when the log is compacted: a weak map of 100,000
+    // entries makes every full GC of the leader's heap pause for longer.
+    if (own !== undefined) this.#proposedCommands.delete(e.data);
     const result = own !== undefined ? this.#kv.applyCommand(own) : this.#kv.apply(e.data);
     if (!result.ok) {
       this.#log("skipped a malformed command", { index: e.index, error: result.error });
