@@ -12,7 +12,7 @@
 
 import { parseArgs } from "node:util";
 import { machineBusyCpuSeconds } from "./load.ts";
-import type { KeyRange, LoadConfig, LoadMode, LoadResult, LoadSystem } from "./load.ts";
+import type { KeyRange, LoadClient, LoadConfig, LoadMode, LoadResult, LoadSystem } from "./load.ts";
 
 // ---------------------------------------------------------------------------
 // Processes, ports, temp dirs and cleanup
@@ -765,7 +765,7 @@ export interface WorkloadOptions {
   seconds: number;
   warmupSeconds: number;
   valueBytes: number;
-  client: "fetch" | "node";
+  client: LoadClient;
   timeoutMs: number;
   rows: RowSpec[];
 }
@@ -971,7 +971,7 @@ const USAGE = `Usage: deno task bench:cluster [-- options]
   --value-bytes N     value size (default 100)
   --systems LIST      raftkv,etcd (default both; etcd only if on PATH)
   --rows LIST         comma-separated row numbers (1-based) to run (default all)
-  --client NAME       fetch | node (HTTP client of the load generator; default fetch)
+  --client NAME       raw | fetch | node (HTTP client of the load generator; default raw)
   --raftkv-cmd CMD    command that starts one raftkv node (default: deno run -A main.ts)
   --dir DIR           where temp state dirs go (default: the system temp dir)
   --json PATH         also write every raw result as JSON to PATH
@@ -986,7 +986,7 @@ async function main(): Promise<number> {
       "value-bytes": { type: "string", default: "100" },
       systems: { type: "string", default: "raftkv,etcd" },
       rows: { type: "string" },
-      client: { type: "string", default: "fetch" },
+      client: { type: "string", default: "raw" },
       "raftkv-cmd": { type: "string" },
       dir: { type: "string" },
       json: { type: "string" },
@@ -1001,7 +1001,11 @@ async function main(): Promise<number> {
   const seconds = Number(values.seconds);
   const warmupSeconds = Number(values.warmup);
   const valueBytes = Number(values["value-bytes"]);
-  const client = values.client === "node" ? "node" : "fetch";
+  const client = values.client as LoadClient;
+  if (!["raw", "fetch", "node"].includes(client)) {
+    console.error(`Cannot run: --client must be raw, fetch or node, not ${values.client}`);
+    return 2;
+  }
   if (!(seconds > 0) || !(warmupSeconds >= 0) || !(valueBytes > 0)) {
     console.error("Cannot run: --seconds and --value-bytes must be positive numbers");
     return 2;

@@ -13,9 +13,13 @@
 
 import { parseArgs } from "node:util";
 import http from "node:http";
+import { rawRequester } from "./raw_http.ts";
 
 /** Which server API the requests are shaped for. */
 export type LoadSystem = "raftkv" | "etcd";
+
+/** The load generator's HTTP client. */
+export type LoadClient = "raw" | "fetch" | "node";
 
 /** What each client does in its loop. */
 export type LoadMode = "write" | "read" | "mixed";
@@ -51,8 +55,8 @@ export interface LoadConfig {
   keyPrefix: string;
   /** Keys that reads choose from, uniformly. */
   readRanges: KeyRange[];
-  /** HTTP client: Deno's fetch (default) or node:http with a keep-alive Agent. */
-  client: "fetch" | "node";
+  /** HTTP client: a minimal HTTP/1.1 one (bench/raw_http.ts), Deno's fetch, or node:http with a keep-alive Agent. */
+  client: LoadClient;
   /** Per-request timeout. */
   timeoutMs: number;
   /** Server pids whose CPU use over the measured window is reported (Linux). */
@@ -221,6 +225,8 @@ function pickReadKey(ranges: KeyRange[], total: number): string {
 export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   const request = cfg.client === "node"
     ? nodeRequester(cfg.timeoutMs, cfg.clients)
+    : cfg.client === "raw"
+    ? rawRequester(cfg.timeoutMs)
     : fetchRequester(cfg.timeoutMs);
   const value = randomText(cfg.valueBytes);
   const valueB64 = b64(value);

@@ -107,7 +107,7 @@ async function throughputRow(
     readUrls: [leader],
     keyPrefix: prefix,
     readRanges: [],
-    client: "fetch",
+    client: "raw",
     timeoutMs: 10_000,
     watchPids: cluster.nodes.map((n) => n.proc.pid),
   };
@@ -232,7 +232,7 @@ async function main(): Promise<number> {
     readUrls: [leader],
     keyPrefix: "key-",
     readRanges: [],
-    client: "fetch",
+    client: "raw",
     timeoutMs: 30_000,
   })).result;
   const loadMs = performance.now() - tLoad;
