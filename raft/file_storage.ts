@@ -443,13 +443,11 @@ export class FileStorage implements LogStorage {
    */
   async #roll(): Promise<void> {
     const previous = this.#segments.at(-1);
-    if (this.#active !== undefined && previous !== undefined) {
-      if (this.#activeAllocated > this.#activeBytes) {
-        this.#faultInjector?.("write", previous.path);
-        await this.#active.truncate(this.#activeBytes);
-        this.#faultInjector?.("sync", previous.path);
-        await this.#active.syncData();
-      }
+    if (this.#active !== undefined && previous && this.#activeAllocated > this.#activeBytes) {
+      this.#faultInjector?.("write", previous.path);
+      await this.#active.truncate(this.#activeBytes);
+      this.#faultInjector?.("sync", previous.path);
+      await this.#active.syncData();
     }
     const seq = (this.#segments.at(-1)?.seq ?? 0) + 1;
     const name = segmentName(seq);
