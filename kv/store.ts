@@ -120,8 +120,17 @@ export class KvStore {
   }
 
   #put(key: string, value: string): void {
+    const layers = this.#layers;
+    if (layers.length === 1) {
+      // One hash lookup instead of two: the map's growth says whether the key is new.
+      const base = layers[0]!;
+      const before = base.size;
+      base.set(key, value);
+      this.#size += base.size - before;
+      return;
+    }
     if (this.get(key) === undefined) this.#size++;
-    this.#layers.at(-1)!.set(key, value);
+    layers.at(-1)!.set(key, value);
   }
 
   #delete(key: string): boolean {

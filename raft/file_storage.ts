@@ -75,8 +75,13 @@ const SEGMENT_HEADER_BYTES = 20;
 const FRAME_BYTES = 12;
 /** WAL batches up to this size are written synchronously (see #writeAllSync). */
 const SYNC_WRITE_BYTES_MAX = 1 << 20;
-/** A snapshot being written is fdatasynced every this many bytes. */
-const SNAPSHOT_SYNC_BYTES = 4 << 20;
+/**
+ * A snapshot being written is fdatasynced every this many bytes, so that a
+ * WAL fdatasync never waits for more than this much of it to reach the disk.
+ */
+const SNAPSHOT_SYNC_BYTES = 1 << 20;
+/** The default pace of the snapshots a node takes itself, in bytes per second. */
+export const SNAPSHOT_BYTES_PER_SECOND_DEFAULT = 64 << 20;
 /** Version 1 header: magic, version, meta length, data length (u64). */
 const SNAP_V1_HEADER_BYTES = 20;
 /** Version 2 header: magic, version, meta length. */
@@ -105,6 +110,16 @@ const OPERATOR_HINT =
 export interface FileStorageOptions {
   /** A segment is rolled over once the next batch would take it past this size. Default 64 MiB. */
   segmentBytesMax?: number;
+  /**
+   * The pace at which {@linkcode FileStorage.saveSnapshot} writes a snapshot
+   * the node took itself, in bytes per second. A snapshot written flat out
+   * fills the disk's queue and every WAL fdatasync waits behind it: with 1M
+   * keys on one disk, writes stalled to a quarter of their rate for 1-2 s
+   * per snapshot. Snapshots received from the leader, and any snapshot write
+   * something else is waiting for (a read of the snapshot, a close), go at
+   * full speed. Default 64 MiB/s; `Infinity` for no pacing.
+   */
+  snapshotBytesPerSecond?: number;
   /**
    * Test hook: called before every WAL/snapshot/identity write and fsync;
    * throwing from it simulates an I/O failure.
@@ -145,6 +160,7 @@ export class FileStorage implements LogStorage {
   readonly #dir: string;
   readonly #segmentBytesMax: number;
   readonly #faultInjector: FileStorageOptions["faultInjector"];
+  readonly #snapshotBytesPerSecond: number;
   #lock: Deno.FsFile | undefined;
 
   #loaded = false;
@@ -171,11 +187,20 @@ export class FileStorage implements LogStorage {
   #pending: Pending[] = [];
   #flushing: Promise<void> | undefined;
   #snapshotQueue: Promise<unknown> = Promise.resolve();
+  /** Snapshot operations queued or running: a paced write goes flat out when another waits. */
+  #snapshotOps = 0;
+  /** The paced snapshot write's current pause, to cut short. */
+  #pause: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
 
   private constructor(dir: string, options: FileStorageOptions, lock: Deno.FsFile) {
     this.#dir = dir;
     this.#segmentBytesMax = options.segmentBytesMax ?? 64 * 1024 * 1024;
     this.#faultInjector = options.faultInjector;
+    const pace = options.snapshotBytesPerSecond ?? SNAPSHOT_BYTES_PER_SECOND_DEFAULT;
+    if (!(pace > 0)) {
+      throw new RangeError(`Cannot open storage: snapshotBytesPerSecond must be > 0, got ${pace}`);
+    }
+    this.#snapshotBytesPerSecond = pace;
     this.#lock = lock;
   }
 
@@ -301,6 +326,7 @@ export class FileStorage implements LogStorage {
         await this.#writeSnapshotFile(
           snapshot.meta,
           "data" in snapshot ? [snapshot.data] : snapshot.chunks,
+          this.#snapshotBytesPerSecond,
         );
       } catch (error) {
         // The producer failed, not the disk: nothing was stored, storage goes on.
@@ -329,6 +355,7 @@ export class FileStorage implements LogStorage {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#hurry();
     try {
       await this.#flushing;
       await this.#snapshotQueue;
@@ -474,10 +501,12 @@ export class FileStorage implements LogStorage {
    * metadata, the data, then a trailer with the data length and a CRC-32C of
    * everything before it. Written to a temp file, fsynced, renamed, and the
    * directory fsynced; only a complete file ever has the snapshot's name.
+   * The data is written at `bytesPerSecond` at most, unless hurried.
    */
   async #writeSnapshotFile(
     meta: SnapshotMeta,
     chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    bytesPerSecond = Infinity,
   ): Promise<void> {
     const metaBytes = encode(meta);
     const header = new Uint8Array(SNAP_HEADER_BYTES + metaBytes.length);
@@ -492,6 +521,7 @@ export class FileStorage implements LogStorage {
       await this.#writeAll(file, path, header);
       let dataBytes = 0;
       let unsynced = 0;
+      const started = performance.now();
       const it = Symbol.asyncIterator in chunks
         ? chunks[Symbol.asyncIterator]()
         : chunks[Symbol.iterator]();
@@ -518,6 +548,9 @@ export class FileStorage implements LogStorage {
             // waiting for a hundred MiB of this file's dirty pages.
             unsynced = 0;
             await file.syncData();
+          }
+          if (bytesPerSecond !== Infinity && this.#snapshotOps === 1 && !this.#closed) {
+            await this.#sleep(started + (dataBytes / bytesPerSecond) * 1000 - performance.now());
           }
         }
       } finally {
@@ -607,8 +640,31 @@ export class FileStorage implements LogStorage {
   }
 
   /** Runs snapshot-file operations one at a time. */
+  /** Waits `ms` (if at least 1), or until hurried. */
+  #sleep(ms: number): Promise<void> {
+    if (!(ms >= 1)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#pause = undefined;
+        resolve();
+      }, ms);
+      this.#pause = { timer, resolve };
+    });
+  }
+
+  /** Lets the paced snapshot write in progress (if any) finish flat out. */
+  #hurry(): void {
+    const pause = this.#pause;
+    if (pause === undefined) return;
+    this.#pause = undefined;
+    clearTimeout(pause.timer);
+    pause.resolve();
+  }
+
   #serialSnapshot<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#snapshotQueue.then(fn, fn);
+    this.#snapshotOps++;
+    this.#hurry();
+    const run = this.#snapshotQueue.then(fn, fn).finally(() => this.#snapshotOps--);
     this.#snapshotQueue = run.catch(() => {});
     return run;
   }

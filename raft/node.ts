@@ -65,6 +65,20 @@ export interface NodeOptions {
   snapshotEntries?: number;
   /** Take a snapshot after this many bytes of applied commands, whatever their count. Default 256 MiB. */
   snapshotBytes?: number;
+  /**
+   * Besides `snapshotEntries`, wait until the commands applied since the
+   * last snapshot add up to this fraction of its size. A snapshot costs time
+   * in proportion to the state; this keeps its cost per write the same
+   * however large the state grows, and bounds what a restart replays to this
+   * fraction of a snapshot's worth of log. Default 0.25; 0 turns it off.
+   */
+  snapshotLogRatio?: number;
+  /**
+   * The pace at which a snapshot the node takes is written, in bytes per
+   * second (see `FileStorageOptions.snapshotBytesPerSecond`). Default 64 MiB/s;
+   * `Infinity` for no pacing.
+   */
+  snapshotBytesPerSecond?: number;
   /** Entries kept in the log behind a snapshot for slow followers. Default 5000. */
   catchUpEntries?: number;
   /** How long a join keeps retrying before the node gives up. Default 60 s. */
@@ -188,7 +202,10 @@ export class RaftNode implements KvService, AsyncDisposable {
   #appliedTerm: number;
   #log: (message: string, fields: Record<string, unknown>) => void;
   #options: Required<
-    Pick<NodeOptions, "tickIntervalMs" | "snapshotEntries" | "snapshotBytes" | "catchUpEntries">
+    Pick<
+      NodeOptions,
+      "tickIntervalMs" | "snapshotEntries" | "snapshotBytes" | "snapshotLogRatio" | "catchUpEntries"
+    >
   >;
 
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -226,6 +243,8 @@ export class RaftNode implements KvService, AsyncDisposable {
   /** Command bytes applied since the last snapshot (a log of large values grows by bytes). */
   #bytesSinceSnapshot = 0;
   #lastSnapshotIndex: number;
+  /** The size of the last snapshot taken, installed or loaded (0: none). */
+  #lastSnapshotBytes: number;
   #promoting = false;
   #membershipLock: Promise<unknown> = Promise.resolve();
 
@@ -236,6 +255,7 @@ export class RaftNode implements KvService, AsyncDisposable {
       apiAddr: string;
       initial: InitialState;
       kv: KvStore;
+      snapshotBytes: number;
       members: Map<NodeId, MemberAddr>;
       storage: LogStorage;
       transport: TcpTransport;
@@ -256,6 +276,7 @@ export class RaftNode implements KvService, AsyncDisposable {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
       snapshotEntries: init.options.snapshotEntries ?? 100_000,
       snapshotBytes: init.options.snapshotBytes ?? 256 * 1024 * 1024,
+      snapshotLogRatio: init.options.snapshotLogRatio ?? 0.25,
       // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
       catchUpEntries: init.options.catchUpEntries ??
         Math.min(5000, init.options.snapshotEntries ?? 100_000),
@@ -264,6 +285,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#appliedIndex = init.initial.snapshotMeta.index;
     this.#appliedTerm = init.initial.snapshotMeta.term;
     this.#lastSnapshotIndex = init.initial.snapshotMeta.index;
+    this.#lastSnapshotBytes = init.snapshotBytes;
     this.#savedTerm = init.initial.hardState.term;
     this.#savedVote = init.initial.hardState.vote;
     this.stopped = new Promise((resolve) => this.#stop = resolve);
@@ -287,7 +309,12 @@ export class RaftNode implements KvService, AsyncDisposable {
    */
   static async open(options: NodeOptions): Promise<RaftNode> {
     const log = options.log ?? ((message, fields) => console.error(message, fields));
-    const storage = options.storage ?? await FileStorage.open(options.stateDir);
+    const storage = options.storage ?? await FileStorage.open(
+      options.stateDir,
+      options.snapshotBytesPerSecond === undefined
+        ? {}
+        : { snapshotBytesPerSecond: options.snapshotBytesPerSecond },
+    );
     let transport: TcpTransport | undefined;
     try {
       const loaded = await storage.load();
@@ -564,6 +591,7 @@ export class RaftNode implements KvService, AsyncDisposable {
     this.#appliedIndex = snap.meta.index;
     this.#appliedTerm = snap.meta.term;
     this.#lastSnapshotIndex = snap.meta.index;
+    this.#lastSnapshotBytes = snap.data.byteLength;
     this.#bytesSinceSnapshot = 0;
     this.#log("installed snapshot", { index: snap.meta.index, keys: this.#kv.size });
   }
@@ -647,10 +675,11 @@ export class RaftNode implements KvService, AsyncDisposable {
 
   #maybeSnapshot(): void {
     if (this.#snapshotting || this.#stopping) return;
-    if (
-      this.#appliedIndex - this.#lastSnapshotIndex < this.#options.snapshotEntries &&
-      this.#bytesSinceSnapshot < this.#options.snapshotBytes
-    ) return;
+    const bytes = this.#bytesSinceSnapshot;
+    const due = bytes >= this.#options.snapshotBytes ||
+      (this.#appliedIndex - this.#lastSnapshotIndex >= this.#options.snapshotEntries &&
+        bytes >= this.#options.snapshotLogRatio * this.#lastSnapshotBytes);
+    if (!due) return;
     this.#snapshotting = true;
     this.#takeSnapshot().then(
       () => this.#snapshotting = false,
@@ -660,6 +689,7 @@ export class RaftNode implements KvService, AsyncDisposable {
 
   /** Takes a snapshot at the applied index without stopping the node while it is written. */
   async #takeSnapshot(): Promise<void> {
+    const started = performance.now();
     const meta: SnapshotMeta = {
       index: this.#appliedIndex,
       term: this.#appliedTerm,
@@ -679,9 +709,13 @@ export class RaftNode implements KvService, AsyncDisposable {
     // never held in one buffer, and the event loop gets a turn between chunks.
     const kv = this.#kv.snapshotChunks();
     const keys = this.#kv.size;
+    let size = header.byteLength;
     async function* chunks(): AsyncGenerator<Uint8Array> {
       yield header;
-      yield* kv;
+      for await (const chunk of kv) {
+        size += chunk.byteLength;
+        yield chunk;
+      }
     }
     const compactIndex = Math.max(0, meta.index - this.#options.catchUpEntries);
     try {
@@ -691,9 +725,15 @@ export class RaftNode implements KvService, AsyncDisposable {
     }
     if (this.#stopped) return;
     this.#lastSnapshotIndex = meta.index;
+    this.#lastSnapshotBytes = size;
     this.#bytesSinceSnapshot = 0;
     this.#core.compact(compactIndex, meta);
-    this.#log("took snapshot", { index: meta.index, keys });
+    this.#log("took snapshot", {
+      index: meta.index,
+      keys,
+      bytes: size,
+      ms: Math.round(performance.now() - started),
+    });
   }
 
   // ------------------------------------------------------------ reads
@@ -1094,6 +1134,8 @@ async function prepare(
   identity: Identity;
   initial: InitialState;
   kv: KvStore;
+  /** The loaded snapshot's size (0: none). */
+  snapshotBytes: number;
   members: Map<NodeId, MemberAddr>;
 }> {
   if (loaded.identity) {
@@ -1130,6 +1172,7 @@ async function prepare(
         applied: snapshotMeta.index,
       },
       kv,
+      snapshotBytes: snap?.data.byteLength ?? 0,
       members,
     };
   }
@@ -1147,6 +1190,7 @@ async function prepare(
         applied: 0,
       },
       kv: new KvStore(),
+      snapshotBytes: 0,
       members: new Map(
         answer.members.map(([id, addr, api]) => [id, { addr, api, removed: false }]),
       ),
@@ -1177,6 +1221,7 @@ async function prepare(
       applied: 0,
     },
     kv: new KvStore(),
+    snapshotBytes: 0,
     members: new Map(),
   };
 }

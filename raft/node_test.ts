@@ -1,4 +1,5 @@
 import { assert, assertEquals } from "../tests/assert.ts";
+import { encodeCommand } from "../kv/command.ts";
 import { type NodeOptions, RaftNode } from "./node.ts";
 
 /** Waits for `cond` to hold, polling, or fails after `ms`. */
@@ -145,4 +146,37 @@ Deno.test("a node takes a snapshot once enough command bytes were applied, whate
     await node.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a large state is snapshotted once the log since the last snapshot is a fraction of its size", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "raftkv-node-test-" });
+  const taken: { index: number; bytes: number }[] = [];
+  const node = await open(dir, {
+    snapshotEntries: 10,
+    snapshotLogRatio: 0.5,
+    log: (message, fields) => {
+      if (message === "took snapshot") taken.push(fields as { index: number; bytes: number });
+    },
+  });
+  const value = "v".repeat(200);
+  // With the proposal id the node adds (far shorter than 80 characters).
+  const commandBytesMax = encodeCommand({ op: "put", key: "k9999", value, id: "i".repeat(80) })
+    .byteLength;
+  try {
+    for (let i = 0; i < 1000; i++) await node.put(`k${i}`, value, signal());
+  } finally {
+    await node.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert(taken.length >= 3, `only ${taken.length} snapshots`);
+  for (let i = 1; i < taken.length; i++) {
+    const [a, b] = [taken[i - 1]!, taken[i]!];
+    const gap = b.index - a.index;
+    assert(gap >= 10, `snapshots at ${a.index} and ${b.index}`);
+    // Each entry in between carried at most commandBytesMax: together half a snapshot at least.
+    assert(gap * commandBytesMax >= 0.5 * a.bytes, `${gap} entries after ${a.bytes} bytes`);
+  }
+  // The state grew to 200 kB: snapshots came far apart, not every 10 entries.
+  assert(taken.at(-1)!.bytes > 100_000, `last snapshot ${taken.at(-1)!.bytes} bytes`);
+  assert(taken.length < 20, `${taken.length} snapshots`);
 });
