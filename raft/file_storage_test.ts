@@ -514,3 +514,86 @@ Deno.test("FileStorage: every acknowledged entry survives SIGKILL at random mome
     assert(snapshots > 0);
   });
 });
+
+/** `promise`, or a failure naming `what` if it has not settled within `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A snapshot of `chunkCount` chunks of 4 KiB; `pulled` counts the chunks the
+ * storage has taken so far, and `data` is what the snapshot holds.
+ */
+function pacedSource(index: number, chunkCount: number) {
+  const chunks = Array.from({ length: chunkCount }, (_, i) => new Uint8Array(4096).fill(i + 1));
+  const data = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  chunks.forEach((c, i) => data.set(c, i * 4096));
+  const state = { pulled: 0, data, meta: snapshot(index, 1).meta };
+  async function* source(): AsyncGenerator<Uint8Array> {
+    for (const chunk of chunks) {
+      state.pulled++;
+      yield chunk;
+    }
+  }
+  return {
+    ...state,
+    source,
+    get pulled() {
+      return state.pulled;
+    },
+  };
+}
+
+/** Polls `cond` every 5 ms until it holds; fails after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+Deno.test("FileStorage: a snapshot the node takes is written at the set pace, and flat out once the storage closes", async () => {
+  await withDir(async (dir) => {
+    // 256 B/s: each 4 KiB chunk is followed by a pause of 16 s.
+    const storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
+    await storage.load();
+    await storage.save({ entries: entries(1, 30, 1) });
+    const src = pacedSource(20, 16);
+    const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 0);
+    await until(() => src.pulled >= 1, 10_000, "the first chunk taken");
+    // Paced: the second chunk is due 16 s after the first.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert(src.pulled < 16, `all ${src.pulled} chunks taken at once`);
+    await within(storage.close(), 10_000, "close during a paced snapshot");
+    await within(saved, 1000, "the snapshot write");
+    assertEquals(src.pulled, 16);
+    const state = await loadDir(dir);
+    assertEquals(state.snapshot?.meta, src.meta);
+    assertEquals(state.snapshot?.data, src.data);
+  });
+});
+
+Deno.test("FileStorage: a read of the snapshot does not wait for a paced write's pauses", async () => {
+  await withDir(async (dir) => {
+    await using storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
+    await storage.load();
+    await storage.save({ entries: entries(1, 30, 1) });
+    const src = pacedSource(20, 16);
+    const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 0);
+    await until(() => src.pulled >= 1, 10_000, "the first chunk taken");
+    // A leader about to send the snapshot to a follower: it gets the new one.
+    const read = await within(storage.latestSnapshot(), 10_000, "the snapshot read");
+    assertEquals(read?.meta, src.meta);
+    assertEquals(read?.data, src.data);
+    await within(saved, 1000, "the snapshot write");
+  });
+});
