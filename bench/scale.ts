@@ -1,9 +1,10 @@
 /**
  * `deno task bench:scale [-- options]`: a three-node raftkv loaded with
  * 1,000,000 keys of 100-byte values, then: resident memory per node, snapshot
- * size on disk, the time to restart a follower, the time for a new fourth
- * node to join and catch up, and write throughput at 64 clients with the
- * keys loaded against an empty store (measured first).
+ * size on disk, the time to restart a follower, write throughput at 64
+ * clients with the keys loaded against an empty store's (measured first, on
+ * a cluster of its own), and the time for a new fourth node to join and
+ * catch up.
  *
  * `--system etcd` runs the same steps against a three-member etcd, for
  * comparison (and to test this harness without raftkv).
@@ -142,7 +143,7 @@ const USAGE = `Usage: deno task bench:scale [-- options]
   --keys N            keys to load (default 1000000)
   --value-bytes N     value size (default 100)
   --load-clients N    concurrency of the bulk load (default 256)
-  --seconds N         measured seconds of each 64-client write run (default 5)
+  --seconds N         measured seconds of each 64-client write run (default 20)
   --system NAME       raftkv (default) | etcd
   --raftkv-cmd CMD    command that starts one raftkv node (default: deno run -A main.ts)
   --dir DIR           where temp state dirs go (default: the system temp dir)
@@ -156,7 +157,7 @@ async function main(): Promise<number> {
       keys: { type: "string", default: "1000000" },
       "value-bytes": { type: "string", default: "100" },
       "load-clients": { type: "string", default: "256" },
-      seconds: { type: "string", default: "5" },
+      seconds: { type: "string", default: "20" },
       system: { type: "string", default: "raftkv" },
       "raftkv-cmd": { type: "string" },
       dir: { type: "string" },
@@ -183,7 +184,7 @@ async function main(): Promise<number> {
   if (values.keep) keepTempDir(base);
   console.error(`state and logs under ${base}`);
 
-  let cluster: Cluster;
+  let start: (baseDir: string) => Promise<Cluster>;
   let snapDirOf = (d: string) => d;
   const snapLabel = "snapshots (*.snap)";
   if (values.system === "etcd") {
@@ -193,12 +194,12 @@ async function main(): Promise<number> {
       return 2;
     }
     console.log(`system: ${await etcdVersion(bin)}, 3 members`);
-    cluster = await startEtcdCluster({ bin, baseDir: base, startTimeoutMs: 60_000 });
+    start = (baseDir) => startEtcdCluster({ bin, baseDir, startTimeoutMs: 60_000 });
     snapDirOf = (d) => `${d}/member/snap`;
   } else {
     const cmd = values["raftkv-cmd"]?.split(/\s+/).filter(Boolean) ?? defaultRaftkvCmd();
     console.log(`system: raftkv (${cmd.join(" ")}), 3 nodes`);
-    cluster = await startRaftkvCluster({ cmd, baseDir: base, startTimeoutMs: 60_000 });
+    start = (baseDir) => startRaftkvCluster({ cmd, baseDir, startTimeoutMs: 60_000 });
   }
   console.log(`${keys} keys of ${valueBytes} bytes, loaded by ${loadClients} clients`);
   const snapText = async (dir: string) => {
@@ -212,8 +213,21 @@ async function main(): Promise<number> {
   };
   const figures: [string, string][] = [];
 
-  // 1. Write throughput on an empty store.
-  const empty = await throughputRow(cluster, "empty write c=64", "empty-", seconds, valueBytes);
+  // 1. Write throughput on an empty store, in a cluster of its own: the
+  // keys it writes would otherwise add to the million below.
+  await Deno.mkdir(`${base}/empty`);
+  const emptyCluster = await start(`${base}/empty`);
+  const empty = await throughputRow(
+    emptyCluster,
+    "empty write c=64",
+    "empty-",
+    seconds,
+    valueBytes,
+  );
+  for (const n of emptyCluster.nodes) await stopServer(n.proc, 10_000);
+
+  await Deno.mkdir(`${base}/loaded`);
+  const cluster = await start(`${base}/loaded`);
 
   // 2. Bulk load.
   const leader = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
@@ -258,21 +272,7 @@ async function main(): Promise<number> {
     200,
   );
 
-  // 3. Write throughput with the keys loaded (same three nodes).
-  const loaded = await throughputRow(cluster, "loaded write c=64", "loaded-", seconds, valueBytes);
-  const row = (r: LoadResult) =>
-    `${Math.round(r.opsPerS)} ops/s, p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ` +
-    `p99.9 ${fmtMs(r.p999Ms)} ms, errs ${r.non2xx + r.errors}; cores: servers ` +
-    `${(r.watchedCpuS / r.elapsedS).toFixed(2)}, other processes ` +
-    `${Math.max(0, (r.machineBusyCpuS - r.watchedCpuS - r.cpuS) / r.elapsedS).toFixed(2)}`;
-  figures.push(["write c=64, empty store", row(empty)]);
-  figures.push([`write c=64, ${load.ok} keys loaded`, row(loaded)]);
-  figures.push([
-    "throughput loaded / empty",
-    empty.opsPerS > 0 ? `${(loaded.opsPerS / empty.opsPerS).toFixed(2)}x` : "-",
-  ]);
-
-  // 4. Memory and snapshot size.
+  // 3. Memory and snapshot size.
   const sizes = async () => {
     for (const n of cluster.nodes) {
       const mem = await readMemory(n.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
@@ -287,7 +287,7 @@ async function main(): Promise<number> {
   };
   await sizes();
 
-  // 5. Restart a follower.
+  // 4. Restart a follower.
   const leaderNow = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
   const follower = cluster.nodes.find((n) => n.apiUrl !== leaderNow);
   if (follower === undefined) throw new Error("Cannot find a follower to restart");
@@ -301,6 +301,20 @@ async function main(): Promise<number> {
   ]);
   const mem = await readMemory(follower.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
   figures.push([`${follower.name} after restart`, `RSS ${fmtMiB(mem.rss)}`]);
+
+  // 5. Write throughput with the keys loaded (the restarted node back in).
+  const loaded = await throughputRow(cluster, "loaded write c=64", "loaded-", seconds, valueBytes);
+  const row = (r: LoadResult) =>
+    `${Math.round(r.opsPerS)} ops/s, p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ` +
+    `p99.9 ${fmtMs(r.p999Ms)} ms, errs ${r.non2xx + r.errors}; cores: servers ` +
+    `${(r.watchedCpuS / r.elapsedS).toFixed(2)}, other processes ` +
+    `${Math.max(0, (r.machineBusyCpuS - r.watchedCpuS - r.cpuS) / r.elapsedS).toFixed(2)}`;
+  figures.push(["write c=64, empty store", row(empty)]);
+  figures.push([`write c=64, ${load.ok} keys loaded`, row(loaded)]);
+  figures.push([
+    "throughput loaded / empty",
+    empty.opsPerS > 0 ? `${(loaded.opsPerS / empty.opsPerS).toFixed(2)}x` : "-",
+  ]);
 
   // 6. A new fourth node joins and catches up.
   const fourth = await cluster.addNode();
