@@ -33,8 +33,10 @@ Flags:
   --heartbeat-interval MS     leader heartbeat period (default: 100)
   --election-timeout MS       time without a leader before an election; a
                               multiple of the heartbeat interval (default: 1000)
-  --snapshot-entries N        take a snapshot every N applied entries and
-                              compact the log (default: 100000)
+  --snapshot-entries N        take a snapshot after N applied entries (once
+                              the log since the last one is also a quarter
+                              of its size) and compact the log (default:
+                              100000)
   -h, --help                  print this help and exit
   --version                   print the version and exit
 
