@@ -3,6 +3,7 @@ import { collectBytes } from "../raft/bytes.ts";
 import { encode } from "../raft/msgpack.ts";
 import { decodeCommand, encodeCommand, type KvCommand } from "./command.ts";
 import { KvStore, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from "./store.ts";
+import { seededRandom as rng } from "../raft/testing.ts";
 
 function put(key: string, value: string): Uint8Array {
   return encodeCommand({ op: "put", key, value });
@@ -26,18 +27,6 @@ function fromMap(map: Map<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const key of [...map.keys()].sort()) out[key] = map.get(key)!;
   return out;
-}
-
-/** A small seeded generator (mulberry32): tests are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 Deno.test("encodeCommand() and decodeCommand() round-trip puts and deletes, with and without id", () => {
