@@ -597,3 +597,39 @@ Deno.test("FileStorage: a read of the snapshot does not wait for a paced write's
     await within(saved, 1000, "the snapshot write");
   });
 });
+
+Deno.test("FileStorage: a crash in the middle of a paced snapshot leaves the state as it was before it", async () => {
+  await withDir(async (dir) => {
+    await withDir(async (crashed) => {
+      const storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
+      await storage.load();
+      await storage.save({ entries: entries(1, 30, 1) });
+      await storage.saveSnapshot(snapshot(10, 1), 0);
+      const src = pacedSource(20, 16);
+      const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 20);
+      const written = () =>
+        [...Deno.readDirSync(dir)].some((e) =>
+          e.name.endsWith(".tmp") && Deno.statSync(`${dir}/${e.name}`).size >= 4096
+        );
+      await until(written, 10_000, "the first chunk written");
+      // What the disk holds if the process dies now: a copy, with the half-written temp file.
+      for (const e of Deno.readDirSync(dir)) {
+        if (e.isFile && e.name !== "LOCK") {
+          Deno.copyFileSync(`${dir}/${e.name}`, `${crashed}/${e.name}`);
+        }
+      }
+      const names = [...Deno.readDirSync(crashed)].map((e) => e.name);
+      assert(names.some((n) => n.endsWith(".tmp")), `no temp file among ${names}`);
+      let state: LoadedState | undefined;
+      const warnings = await capturingWarnings(async () => {
+        state = await loadDir(crashed);
+      });
+      assertStringIncludes(String(warnings[0]?.[0]), "removed leftover temp file");
+      assert(![...Deno.readDirSync(crashed)].some((e) => e.name.endsWith(".tmp")));
+      assertEquals(state?.snapshot, snapshot(10, 1));
+      assertEquals(indexes(state!), entries(11, 30, 1).map((e) => e.index));
+      await within(storage.close(), 10_000, "close");
+      await within(saved, 1000, "the snapshot write");
+    });
+  });
+});
