@@ -135,7 +135,9 @@ function checkCommand(value: unknown): string | undefined {
 // goes through the generic codec, so the results never differ.
 
 const textEncoder = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the key or value (the generic
+// decoder drops it from strings of 200 bytes or more; this path must not).
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 // fixstr field names, as the generic encoder writes them.
 const OP = [0xa2, 0x6f, 0x70]; // "op"
 const KEY = [0xa3, 0x6b, 0x65, 0x79]; // "key"
@@ -225,9 +227,9 @@ function putString(out: Uint8Array, at: number, text: string): number {
 }
 
 /**
- * The command in `bytes` if it is a map of fixstr names to str values that
- * decodes to a valid command; otherwise `undefined` (the generic path
- * decides, and reports what is wrong).
+ * The command in `bytes` if it is a map of fixstr names to str values (and
+ * a numeric id) that decodes to a valid command; otherwise `undefined` (the
+ * generic path decides, and reports what is wrong).
  */
 function decodeDirect(bytes: Uint8Array): KvCommand | undefined {
   const head = bytes[0]!;
@@ -235,7 +237,7 @@ function decodeDirect(bytes: Uint8Array): KvCommand | undefined {
   let op: string | undefined;
   let key: string | undefined;
   let value: string | undefined;
-  let id: string | undefined;
+  let id: KvCommandId | undefined;
   let at = 1;
   for (let n = head & 0x0f; n > 0; n--) {
     const name = bytes[at]!;
@@ -246,10 +248,20 @@ function decodeDirect(bytes: Uint8Array): KvCommand | undefined {
     else if (matches(bytes, at, ID)) field = 3;
     else return undefined;
     at += 1 + (name & 0x1f);
-    // A str value: its length and where its bytes start.
     const tag = bytes[at];
-    let length: number;
     if (tag === undefined) return undefined;
+    const str = (tag & 0xe0) === 0xa0 || tag === 0xd9 || tag === 0xda || tag === 0xdb;
+    if (field === 3 && !str) {
+      // A numeric id, read as the generic decoder reads it.
+      if (id !== undefined) return undefined;
+      const number = readNumber(bytes, at);
+      if (number === undefined) return undefined;
+      id = number.value;
+      at = number.end;
+      continue;
+    }
+    // A str value: its length and where its bytes start.
+    let length: number;
     if ((tag & 0xe0) === 0xa0) {
       length = tag & 0x1f;
       at += 1;
@@ -292,6 +304,42 @@ function decodeDirect(bytes: Uint8Array): KvCommand | undefined {
   else return undefined;
   if (id !== undefined) cmd.id = id;
   return cmd;
+}
+
+/**
+ * The MessagePack number at `bytes[at]` and where it ends, as the generic
+ * decoder gives it (64-bit integers as high * 2^32 + low); `undefined` if
+ * it is not a number or is cut short.
+ */
+function readNumber(bytes: Uint8Array, at: number): { value: number; end: number } | undefined {
+  const tag = bytes[at]!;
+  const size = tag <= 0x7f || tag >= 0xe0 ? 0 : ({
+    0xcc: 1,
+    0xcd: 2,
+    0xce: 4,
+    0xcf: 8,
+    0xd0: 1,
+    0xd1: 2,
+    0xd2: 4,
+    0xd3: 8,
+    0xca: 4,
+    0xcb: 8,
+  } as Record<number, number>)[tag];
+  if (size === undefined || at + 1 + size > bytes.length) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at + 1, size);
+  let value: number;
+  if (size === 0) value = tag <= 0x7f ? tag : tag - 0x100;
+  else if (tag === 0xcc) value = view.getUint8(0);
+  else if (tag === 0xcd) value = view.getUint16(0);
+  else if (tag === 0xce) value = view.getUint32(0);
+  else if (tag === 0xcf) value = view.getUint32(0) * 2 ** 32 + view.getUint32(4);
+  else if (tag === 0xd0) value = view.getInt8(0);
+  else if (tag === 0xd1) value = view.getInt16(0);
+  else if (tag === 0xd2) value = view.getInt32(0);
+  else if (tag === 0xd3) value = view.getInt32(0) * 2 ** 32 + view.getUint32(4);
+  else if (tag === 0xca) value = view.getFloat32(0);
+  else value = view.getFloat64(0);
+  return { value, end: at + 1 + size };
 }
 
 /** UTF-8 to text, or `undefined` if it is not valid UTF-8. */

@@ -115,3 +115,27 @@ Deno.test("decodeCommand() takes the generic path for maps it does not write its
   ]);
   assertEquals(outcome(() => decodeCommand(twice)), outcome(() => decodeCommandGeneric(twice)));
 });
+
+Deno.test("a leading U+FEFF in a key, value or id survives encoding and decoding, short or long", () => {
+  for (const tail of ["", "ab", "ü", "x".repeat(40), "x".repeat(300), "€".repeat(100)]) {
+    const text = "\ufeff" + tail;
+    for (
+      const cmd of [
+        { op: "put", key: text, value: text, id: text },
+        { op: "put", key: "k", value: text, id: 7 },
+        { op: "delete", key: text },
+      ] as KvCommand[]
+    ) {
+      assertEquals(decodeCommand(encodeCommand(cmd)), cmd, JSON.stringify(cmd).slice(0, 60));
+    }
+  }
+});
+
+Deno.test("decodeCommand() reads numeric ids as the generic decoder does", () => {
+  const ids = [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 40, 2 ** 53 - 1];
+  for (const n of [...ids, ...ids.map((i) => -i - 1), 1.5, -0.25, 1e300]) {
+    const bytes = encodeCommand({ op: "put", key: "k", value: "v", id: n });
+    assertEquals(decodeCommand(bytes), decodeCommandGeneric(bytes), String(n));
+    assertEquals(decodeCommand(bytes).id, n);
+  }
+});

@@ -383,7 +383,9 @@ function parseHeader(
 }
 
 const textEncoder = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a U+FEFF at the start of the text is the first key's, not a
+// byte-order mark to drop (dropping it broke the chunk's lengths).
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** A version-2 chunk: the pair count, every string's UTF-16 length, then their UTF-8. */
 function encodeTextChunk(flat: string[]): Uint8Array {

@@ -369,3 +369,17 @@ Deno.test("random writes interleaved with snapshots match a plain Map (seeds 1-2
     assertEquals(contents(KvStore.restore(store.snapshot()), keys), fromMap(model));
   }
 });
+
+Deno.test("a snapshot restores keys and values that start with U+FEFF (not a byte-order mark there)", async () => {
+  const store = new KvStore();
+  const bom = "\ufeff";
+  store.applyCommand({ op: "put", key: `${bom}first`, value: `${bom}v` });
+  store.applyCommand({ op: "put", key: "k", value: bom + "x".repeat(300) });
+  for (
+    const copy of [KvStore.restore(store.snapshot()), await KvStore.restoreAsync(store.snapshot())]
+  ) {
+    assertEquals(copy.get(`${bom}first`), `${bom}v`);
+    assertEquals(copy.get("k"), bom + "x".repeat(300));
+    assertEquals(copy.size, 2);
+  }
+});
