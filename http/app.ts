@@ -417,6 +417,13 @@ function utf8BytesOver(s: string, max: number): number {
 
 function checkKey(key: string, keyBytesMax: number): void {
   if (key === "") throw new HTTPException(400, { message: "Cannot use the key: it is empty" });
+  if (key === "." || key === "..") {
+    // Every URL parser removes such a path segment (%2E too): it could be
+    // written but never read or deleted.
+    throw new HTTPException(400, {
+      message: `Cannot use the key ${JSON.stringify(key)}: no URL can name it`,
+    });
+  }
   const bytes = utf8BytesOver(key, keyBytesMax);
   if (bytes > 0) {
     throw new HTTPException(400, {

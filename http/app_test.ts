@@ -144,6 +144,8 @@ Deno.test("PUT / answers 400 to malformed JSON and to missing or ill-typed field
     ['{"Key":1,"Value":"v"}', "the field Key must be a string, got number"],
     ['{"Key":["k"],"Value":"v"}', "the field Key must be a string, got array"],
     ['{"Key":"","Value":"v"}', "the key: it is empty"],
+    ['{"Key":".","Value":"v"}', 'the key ".": no URL can name it'],
+    ['{"Key":"..","Value":"v"}', 'the key "..": no URL can name it'],
     ['{"Key":"k","Value":"a\\ud800b"}', "the field Value is not valid Unicode"],
     ['{"Key":"\\udc00","Value":"v"}', "the field Key is not valid Unicode"],
   ];
