@@ -170,14 +170,15 @@ export function createApp(options: AppOptions): Hono {
   app.get("/mgmt/status", (c) => c.json(service.status() as object));
   app.get("/mgmt/health", (c) => c.json({ status: "ok" }));
 
-  app.get("/:key{.+}", (c) =>
+  // [\s\S], not ".": a key may hold line breaks (%0A, %0D, %E2%80%A8), which "." does not match.
+  app.get("/:key{[\\s\\S]+}", (c) =>
     withDeadline(c, async (signal) => {
       const key = keyFromUrl(c.req.url, keyBytesMax);
       const value = await service.get(key, signal);
       if (value === undefined) throw new HTTPException(404, { message: `Key not found: ${key}` });
       return c.text(`${value}\n`, 200);
     }));
-  app.delete("/:key{.+}", (c) =>
+  app.delete("/:key{[\\s\\S]+}", (c) =>
     withDeadline(c, async (signal) => {
       const key = keyFromUrl(c.req.url, keyBytesMax);
       const existed = await service.delete(key, signal);

@@ -230,7 +230,21 @@ Deno.test("GET /{key} answers the value as text plus a newline, 404 JSON if abse
 
 Deno.test("GET /{key} percent-decodes the whole path: /a/b and /a%2Fb are both key a/b", async () => {
   const { app, service } = setup();
-  const keys = ["a/b", "a b", "✓", "100%", "q?x=1#h", "mgmt/nodes", "a//b", "-_.~!*'()"];
+  const keys = [
+    "a/b",
+    "a b",
+    "✓",
+    "100%",
+    "q?x=1#h",
+    "mgmt/nodes",
+    "a//b",
+    "-_.~!*'()",
+    // Line breaks, which a route pattern of "." would not match.
+    "a\nb",
+    "x\r",
+    "u\u2028v\u2029",
+    "\n",
+  ];
   for (const key of keys) service.data.set(key, `value of ${key}`);
   const paths: [string, string][] = [
     ["/a/b", "a/b"],
@@ -254,6 +268,10 @@ Deno.test("GET /{key} percent-decodes the whole path: /a/b and /a%2Fb are both k
     const response = await app.request(`/${encodeURIComponent(key)}`);
     assertEquals(await response.text(), `value of ${key}\n`, key);
   }
+  // And deleted under it.
+  const removed = await app.request(`/${encodeURIComponent("a\nb")}`, { method: "DELETE" });
+  assertEquals(removed.status, 204);
+  assertEquals(service.data.has("a\nb"), false);
   // A key written with PUT is read back under its encoded path.
   await app.request("/", putRequest(JSON.stringify({ Key: "x/y z", Value: "1" })));
   assertEquals(await (await app.request("/x%2Fy%20z")).text(), "1\n");
