@@ -27,6 +27,9 @@ export type { Member };
 /** The server's entry point, resolved from this file (cwd-independent). */
 export const MAIN_PATH = new URL("../main.ts", import.meta.url).pathname;
 
+/** UTF-8 that keeps a leading U+FEFF (part of the text, not a byte-order mark). */
+const faithfulUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+
 /** Runs the program once with `args` (for flags that exit at once) and returns what it printed. */
 export async function runProgram(
   args: string[],
@@ -439,7 +442,8 @@ export class TestNode {
     if (options.headers !== undefined) init.headers = options.headers;
     try {
       const response = await fetch(`${this.apiUrl}${path}`, init);
-      const text = await response.text();
+      // Not response.text(): it drops a leading U+FEFF, which may be a value's.
+      const text = faithfulUtf8.decode(await response.arrayBuffer());
       return { status: response.status, text, headers: response.headers };
     } catch (error) {
       return { status: 0, text: errorText(error), headers: new Headers() };
