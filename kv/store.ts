@@ -32,6 +32,13 @@ export const SNAPSHOT_FORMAT = "raftkv.kv";
 export const SNAPSHOT_VERSION = 2;
 /** The default number of keys per snapshot chunk (about 0.5 MiB and 3 ms of encoding with 100-byte values). */
 export const SNAPSHOT_CHUNK_KEYS_DEFAULT = 4096;
+/**
+ * The default bound on a chunk's text, in UTF-16 code units (keys and values
+ * together; one pair may exceed it alone). A chunk's text is built as one
+ * string, and a JavaScript string holds at most about 2^29 of them: without
+ * this bound, 4096 values of 1 MiB could not be snapshotted at all.
+ */
+export const SNAPSHOT_CHUNK_CHARS_DEFAULT = 1 << 20;
 
 /** What applying one command did. `id` is the command's tag, if it had one. */
 export type KvResult =
@@ -43,6 +50,8 @@ export type KvResult =
 export interface KvSnapshotOptions {
   /** Keys per chunk; the event loop gets a turn between chunks. Default {@linkcode SNAPSHOT_CHUNK_KEYS_DEFAULT}. */
   chunkKeysMax?: number;
+  /** Text per chunk, in UTF-16 code units. Default {@linkcode SNAPSHOT_CHUNK_CHARS_DEFAULT}. */
+  chunkCharsMax?: number;
 }
 
 /**
@@ -149,8 +158,7 @@ export class KvStore {
    * whole encoding (about 1 s for 1M keys of 100 bytes).
    */
   snapshot(options: KvSnapshotOptions = {}): Uint8Array {
-    const chunkKeysMax = checkChunkKeys(options.chunkKeysMax);
-    return concatBytes([...encodeChunks(this.#layers.slice(), this.#size, chunkKeysMax)]);
+    return concatBytes([...encodeChunks(this.#layers.slice(), this.#size, chunkLimits(options))]);
   }
 
   /**
@@ -170,7 +178,7 @@ export class KvStore {
    * ```
    */
   snapshotChunks(options: KvSnapshotOptions = {}): KvSnapshotStream {
-    const chunkKeysMax = checkChunkKeys(options.chunkKeysMax);
+    const limits = chunkLimits(options);
     const frozen = this.#layers.slice();
     this.#layers.push(new Map());
     this.#views++;
@@ -178,7 +186,7 @@ export class KvStore {
       this.#views--;
       if (this.#views === 0) this.#fold();
     };
-    return new KvSnapshotStream(encodeChunks(frozen, this.#size, chunkKeysMax), release);
+    return new KvSnapshotStream(encodeChunks(frozen, this.#size, limits), release);
   }
 
   /** Writes `[key, value, ...]` pairs during a restore. */
@@ -293,50 +301,73 @@ export class KvSnapshotStream implements AsyncIterableIterator<Uint8Array>, Asyn
 
 /**
  * Encodes the merged view of `layers` (which must not change while this
- * runs): first the header, then one chunk of up to `chunkKeysMax` keys at a
- * time.
+ * runs): first the header, then chunks of up to `limits.keys` keys and
+ * `limits.chars` code units of text (a single larger pair gets a chunk of
+ * its own). The header gives the chunk count, so a first pass over the keys
+ * plans the chunks (lengths only, no encoding) and the second encodes them.
  */
 function* encodeChunks(
   layers: Layer[],
   count: number,
-  chunkKeysMax: number,
+  limits: ChunkLimits,
 ): Generator<Uint8Array, void> {
-  const chunkCount = Math.ceil(count / chunkKeysMax);
+  const plan: number[] = []; // pairs per chunk
+  let pairs = 0;
+  let chars = 0;
+  const add = (value: string, key: string) => {
+    const size = key.length + value.length;
+    if (pairs > 0 && (pairs === limits.keys || chars + size > limits.chars)) {
+      plan.push(pairs);
+      pairs = 0;
+      chars = 0;
+    }
+    pairs++;
+    chars += size;
+  };
+  // The usual case, one layer, without an entry array per key: 3x faster.
+  if (layers.length === 1) (layers[0] as Map<string, string>).forEach(add);
+  else for (const [key, value] of mergedPairs(layers)) add(value, key);
+  if (pairs > 0) plan.push(pairs);
   yield concatBytes([
-    arrayHeader(3 + chunkCount),
+    arrayHeader(3 + plan.length),
     encode(SNAPSHOT_FORMAT),
     encode(SNAPSHOT_VERSION),
     encode(count),
   ]);
-  const [base, ...deltas] = layers;
   let flat: string[] = [];
+  let chunk = 0;
   let emitted = 0;
-  const flush = () => {
-    emitted += flat.length / 2;
-    const chunk = binChunk(encodeTextChunk(flat));
-    flat = [];
-    return chunk;
-  };
+  for (const [key, value] of layers.length === 1 ? layers[0]! : mergedPairs(layers)) {
+    flat.push(key, value!);
+    if (flat.length === 2 * plan[chunk]!) {
+      emitted += flat.length / 2;
+      yield binChunk(encodeTextChunk(flat));
+      flat = [];
+      chunk++;
+    }
+  }
+  // Stays on in production: a snapshot that disagrees with the store's size
+  // would silently lose or invent keys on every node restored from it.
+  if (emitted !== count || flat.length > 0 || chunk !== plan.length) {
+    throw new Error(`Cannot snapshot the store: wrote ${emitted} keys, expected ${count}`);
+  }
+}
+
+/** Every live `[key, value]` of the merged view of `layers`, in snapshot order. */
+function* mergedPairs(layers: Layer[]): Generator<[string, string]> {
+  const [base, ...deltas] = layers;
   for (const [key, value] of base!) {
     const latest = lookup(deltas, deltas.length, key);
     if (latest === null) continue;
-    flat.push(key, latest ?? value!);
-    if (flat.length === 2 * chunkKeysMax) yield flush();
+    yield [key, latest ?? value!];
   }
   for (let i = 0; i < deltas.length; i++) {
     for (const [key, value] of deltas[i]!) {
       // Keys of the base were written above; a key in a later delta is written from there.
       if (value === null || base!.has(key)) continue;
       if (lookup(deltas, deltas.length, key, i + 1) !== undefined) continue;
-      flat.push(key, value);
-      if (flat.length === 2 * chunkKeysMax) yield flush();
+      yield [key, value];
     }
-  }
-  if (flat.length > 0) yield flush();
-  // Stays on in production: a snapshot that disagrees with the store's size
-  // would silently lose or invent keys on every node restored from it.
-  if (emitted !== count) {
-    throw new Error(`Cannot snapshot the store: wrote ${emitted} keys, expected ${count}`);
   }
 }
 
@@ -459,14 +490,24 @@ function checkCount(store: KvStore, count: number): void {
   }
 }
 
-function checkChunkKeys(chunkKeysMax: number | undefined): number {
-  const n = chunkKeysMax ?? SNAPSHOT_CHUNK_KEYS_DEFAULT;
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new RangeError(
-      `Cannot snapshot the store: chunkKeysMax must be a positive integer, got ${n}`,
-    );
-  }
-  return n;
+interface ChunkLimits {
+  keys: number;
+  chars: number;
+}
+
+function chunkLimits(options: KvSnapshotOptions): ChunkLimits {
+  const limit = (name: string, value: number) => {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(
+        `Cannot snapshot the store: ${name} must be a positive integer, got ${value}`,
+      );
+    }
+    return value;
+  };
+  return {
+    keys: limit("chunkKeysMax", options.chunkKeysMax ?? SNAPSHOT_CHUNK_KEYS_DEFAULT),
+    chars: limit("chunkCharsMax", options.chunkCharsMax ?? SNAPSHOT_CHUNK_CHARS_DEFAULT),
+  };
 }
 
 /** A MessagePack array32 header. */

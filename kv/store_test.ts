@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
 import { collectBytes } from "../raft/bytes.ts";
-import { encode } from "../raft/msgpack.ts";
+import { decode, encode } from "../raft/msgpack.ts";
 import { decodeCommand, encodeCommand, type KvCommand } from "./command.ts";
 import { KvStore, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from "./store.ts";
 import { seededRandom as rng } from "../raft/testing.ts";
@@ -382,4 +382,52 @@ Deno.test("a snapshot restores keys and values that start with U+FEFF (not a byt
     assertEquals(copy.get("k"), bom + "x".repeat(300));
     assertEquals(copy.size, 2);
   }
+});
+
+/** The text length (UTF-16 code units) and pair count of each chunk of a version-2 snapshot. */
+function chunkShapes(snapshot: Uint8Array): { pairs: number; chars: number }[] {
+  const [, , , ...chunks] = decode(snapshot) as [string, number, number, ...Uint8Array[]];
+  return chunks.map((chunk) => {
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const pairs = view.getUint32(0, true);
+    let chars = 0;
+    for (let i = 0; i < 2 * pairs; i++) chars += view.getUint32(4 + 4 * i, true);
+    return { pairs, chars };
+  });
+}
+
+Deno.test("snapshot chunks stay under chunkCharsMax of text (a larger pair alone), so large values can be snapshotted", async () => {
+  const random = rng(7);
+  const store = new KvStore();
+  const expected = new Map<string, string>();
+  for (let i = 0; i < 300; i++) {
+    const value = "x".repeat(Math.floor(random() * 3000)) +
+      (random() < 0.1 ? "y".repeat(5000) : "");
+    store.applyCommand({ op: "put", key: `k${i}`, value });
+    expected.set(`k${i}`, value);
+  }
+  // While an earlier snapshot is open, writes go to a layer of their own: the second
+  // snapshot merges two layers.
+  const open = store.snapshotChunks();
+  for (let i = 0; i < 50; i++) {
+    store.applyCommand({ op: "put", key: `k${i}`, value: "z".repeat(4000) });
+    expected.set(`k${i}`, "z".repeat(4000));
+  }
+  store.applyCommand({ op: "delete", key: "k60" });
+  expected.delete("k60");
+  const options = { chunkKeysMax: 50, chunkCharsMax: 4500 };
+  const snapshots = [store.snapshot(options), await collectBytes(store.snapshotChunks(options))];
+  await open.return();
+  for (const snapshot of snapshots) {
+    const shapes = chunkShapes(snapshot);
+    assert(shapes.length > 300 * 1500 / 4500, `only ${shapes.length} chunks`);
+    for (const { pairs, chars } of shapes) {
+      assert(pairs >= 1 && pairs <= 50, `a chunk of ${pairs} pairs`);
+      assert(chars <= 4500 || pairs === 1, `a chunk of ${pairs} pairs and ${chars} code units`);
+    }
+    const restored = KvStore.restore(snapshot);
+    assertEquals(restored.size, expected.size);
+    for (const [key, value] of expected) assertEquals(restored.get(key), value, key);
+  }
+  assertThrows(() => store.snapshot({ chunkCharsMax: 0 }), RangeError, "chunkCharsMax");
 });
