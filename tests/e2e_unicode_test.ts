@@ -6,42 +6,14 @@
  */
 
 import { assertEquals } from "./assert.ts";
-import { e2eTest, missingWrites, putAll } from "./harness.ts";
+import { e2eTest, missingWrites, putAll, trickyText } from "./harness.ts";
 import { seededRandom } from "../raft/testing.ts";
 
-/** Characters that have broken text handling somewhere: a leading U+FEFF, line breaks, NUL... */
-const ALPHABET = [
-  "a",
-  "Z",
-  "/",
-  "%",
-  "?",
-  "#",
-  " ",
-  "\ufeff",
-  "\n",
-  "\r",
-  "\t",
-  "\u2028",
-  "\u0000",
-  "\u0085",
-  "e\u0301",
-  "ü",
-  "€",
-  "中",
-  "😀",
-  "\ufffe",
-];
 const SNAPSHOT_ENTRIES = 50;
 
 function pairs(seed: number, count: number): [string, string][] {
   const random = seededRandom(seed);
-  const text = (max: number) => {
-    let s = random() < 0.3 ? "\ufeff" : "";
-    const n = Math.floor(random() * max);
-    for (let i = 0; i < n; i++) s += ALPHABET[Math.floor(random() * ALPHABET.length)];
-    return s;
-  };
+  const text = (max: number) => trickyText(random, max);
   // A unique prefix keeps keys distinct; the rest is random (a key may not be "." or "..").
   return Array.from({ length: count }, (_, i) => [
     `${seed}-${i}${text(8)}`,

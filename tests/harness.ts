@@ -30,6 +30,42 @@ export const MAIN_PATH = new URL("../main.ts", import.meta.url).pathname;
 /** UTF-8 that keeps a leading U+FEFF (part of the text, not a byte-order mark). */
 const faithfulUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
+/** Characters that have broken text handling somewhere: a leading U+FEFF, line breaks, NUL... */
+const TRICKY_CHARACTERS = [
+  "a",
+  "Z",
+  "/",
+  "%",
+  "?",
+  "#",
+  " ",
+  "\ufeff",
+  "\n",
+  "\r",
+  "\t",
+  "\u2028",
+  "\u0000",
+  "\u0085",
+  "e\u0301",
+  "ü",
+  "€",
+  "中",
+  "😀",
+  "\ufffe",
+];
+
+/**
+ * Random text of fewer than `max` of those characters, drawn from `random`
+ * (a number in [0, 1) per call); a quarter start with U+FEFF.
+ */
+export function trickyText(random: () => number, max: number): string {
+  let s = random() < 0.25 ? "\ufeff" : "";
+  for (let n = Math.floor(random() * max); n > 0; n--) {
+    s += TRICKY_CHARACTERS[Math.floor(random() * TRICKY_CHARACTERS.length)];
+  }
+  return s;
+}
+
 /** Runs the program once with `args` (for flags that exit at once) and returns what it printed. */
 export async function runProgram(
   args: string[],
