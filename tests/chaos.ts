@@ -4,9 +4,13 @@
  * the OS picks, state in a temp dir) take writes from 8 clients at random
  * nodes. The keys and values are random Unicode text: a leading U+FEFF, line
  * breaks, NUL, combining marks, emoji, U+FFFE, `/`, `%`, `?` and `#`. Every
- * 2–4 s a random node is SIGKILLed and, 0.3–1.8 s later, started again. At
- * the end every acknowledged write must read back, byte for byte, from every
- * node. Prints the counts; exits 1 on any mismatch.
+ * 2–4 s a random node is SIGKILLed and, 0.3–1.8 s later, started again.
+ * Six clients write unique keys; two more put and delete a pool of 200
+ * shared keys, one operation per key at a time. At the end every
+ * acknowledged unique write must read back, byte for byte, from every node,
+ * and every shared key must read the same on all three nodes: its last
+ * acknowledged outcome, or that of a later operation left unanswered (which
+ * may still have taken effect). Prints the counts; exits 1 on any problem.
  *
  * Not part of `deno task test`: it runs for as long as asked.
  *
@@ -17,7 +21,9 @@ import { parseArgs } from "node:util";
 import { missingWrites, startCluster, trickyText } from "./harness.ts";
 import { seededRandom } from "../raft/testing.ts";
 
-const WRITERS = 8;
+const WRITERS = 6;
+const SHARED_WRITERS = 2;
+const SHARED_KEYS = 200;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -45,6 +51,35 @@ async function main(): Promise<number> {
   const acked = new Map<string, string>();
   let stopping = false;
   let refused = 0;
+  // Shared keys: the last acknowledged outcome (null: deleted) and the outcomes of
+  // operations left unanswered since.
+  const shared = Array.from({ length: SHARED_KEYS }, (_, i) => `shared-${i}-${text(4)}`);
+  const lastAcked = new Map<string, string | null>();
+  const unanswered = new Map<string, Set<string | null>>();
+  const busy = new Set<string>();
+  let sharedOps = 0;
+  const sharedWriters = Array.from({ length: SHARED_WRITERS }, async () => {
+    while (!stopping) {
+      const key = shared[pick(shared.length)]!;
+      if (busy.has(key)) continue;
+      busy.add(key);
+      const value = random() < 0.3 ? null : text(50);
+      const node = cluster.node(pick(3));
+      const status = value === null
+        ? await node.del(key, { timeoutMs: 3000 })
+        : await node.put(key, value, { timeoutMs: 3000 });
+      sharedOps++;
+      if (status === 204 || (value === null && status === 404)) {
+        lastAcked.set(key, value);
+        unanswered.delete(key);
+      } else if (status === 0 || status >= 500) {
+        const outcomes = unanswered.get(key) ?? new Set();
+        outcomes.add(value);
+        unanswered.set(key, outcomes);
+      }
+      busy.delete(key);
+    }
+  });
   const writers = Array.from({ length: WRITERS }, async (_, w) => {
     for (let i = 0; !stopping; i++) {
       const key = `w${w}-${i}-${text(6)}`; // never "." or ".."
@@ -65,13 +100,31 @@ async function main(): Promise<number> {
     await victim.start();
   }
   stopping = true;
-  await Promise.all(writers);
+  await Promise.all([...writers, ...sharedWriters]);
   console.log(
     `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills`,
   );
   const problems = await missingWrites(cluster.nodes, acked, { concurrency: 16 });
   console.log(`read back ${3 * acked.size} times: ${problems.length} mismatches`);
+  for (const key of shared) {
+    if (!lastAcked.has(key) && !unanswered.has(key)) continue;
+    const allowed = new Set([lastAcked.get(key) ?? null, ...(unanswered.get(key) ?? [])]);
+    const seen: (string | null)[] = [];
+    for (const node of cluster.nodes) {
+      const r = await node.read(key);
+      seen.push(r.status === 404 ? null : r.value ?? null);
+    }
+    if (!seen.every((v) => v === seen[0]) || !allowed.has(seen[0]!)) {
+      problems.push(
+        `shared ${JSON.stringify(key)}: nodes read ${JSON.stringify(seen)}, allowed ${
+          JSON.stringify([...allowed])
+        }`,
+      );
+    }
+  }
+  console.log(`${sharedOps} puts and deletes on ${SHARED_KEYS} shared keys checked`);
   for (const p of problems.slice(0, 10)) console.log(`  ${p}`);
+  console.log(`chaos: ${problems.length === 0 ? "passed" : `${problems.length} problems`}`);
   return problems.length === 0 ? 0 : 1;
 }
 
