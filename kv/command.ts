@@ -151,8 +151,11 @@ let scratch = new Uint8Array(4096);
 function encodeDirect(cmd: KvCommand): Uint8Array {
   const value = cmd.op === "put" ? cmd.value : undefined;
   const id = cmd.id as string | undefined;
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit; 5 bytes of header per string.
-  const max = 32 + 3 * (cmd.key.length + (value?.length ?? 0) + (id?.length ?? 0));
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit. Besides the strings:
+  // the map header, names and op (21 bytes at most, a put with an id), and 5
+  // bytes for each of the 3 strings' headers (putString encodes after room
+  // for the largest and moves back over a shorter one).
+  const max = 21 + 3 * 5 + 3 * (cmd.key.length + (value?.length ?? 0) + (id?.length ?? 0));
   if (scratch.length < max) scratch = new Uint8Array(Math.max(max, 2 * scratch.length));
   const out = scratch;
   out[0] = 0x82 + (value === undefined ? 0 : 1) + (id === undefined ? 0 : 1); // fixmap

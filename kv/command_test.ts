@@ -139,3 +139,10 @@ Deno.test("decodeCommand() reads numeric ids as the generic decoder does", () =>
     assertEquals(decodeCommand(bytes).id, n);
   }
 });
+
+Deno.test("encodeCommand() has room for the longest UTF-8 and headers (3-byte characters, str32)", () => {
+  const big = "中".repeat(70_000);
+  const cmd: KvCommand = { op: "put", key: big, value: big, id: "中中" };
+  assertEquals(encodeCommand(cmd), encodeCommandGeneric(cmd));
+  assertEquals(decodeCommand(encodeCommand(cmd)), cmd);
+});
