@@ -235,8 +235,8 @@ function putString(out: Uint8Array, at: number, text: string): number {
  * generic path decides, and reports what is wrong).
  */
 function decodeDirect(bytes: Uint8Array): KvCommand | undefined {
-  const head = bytes[0]!;
-  if (bytes.length === 0 || (head & 0xf0) !== 0x80) return undefined;
+  const head = bytes[0];
+  if (head === undefined || (head & 0xf0) !== 0x80) return undefined;
   let op: string | undefined;
   let key: string | undefined;
   let value: string | undefined;

@@ -477,7 +477,7 @@ export class FileStorage implements LogStorage {
       this.#faultInjector?.("sync", previous.path);
       await this.#active.syncData();
     }
-    const seq = (this.#segments.at(-1)?.seq ?? 0) + 1;
+    const seq = (previous?.seq ?? 0) + 1;
     const name = segmentName(seq);
     const parts = [segmentHeader(seq)];
     const hs = this.#writtenHardState;

@@ -5,6 +5,7 @@ import { encode } from "./msgpack.ts";
 import { type LoadedState, StorageCorruptionError } from "./storage.ts";
 import { entries, entry, snapshot, storageConformance } from "./storage_conformance.ts";
 import { entryData } from "./testdata/wal_writer.ts";
+import { waitFor } from "../tests/harness.ts";
 
 storageConformance("FileStorage", async () => {
   const dir = await Deno.makeTempDir({ prefix: "raftkv-storage-" });
@@ -165,16 +166,24 @@ Deno.test("FileStorage: writes go over the preallocated zeros, and a reopened lo
   });
 });
 
+/** Saves entries 1..count one at a time with small segments; returns the segment names in order. */
+async function writeSegments(
+  dir: string,
+  options: FileStorageOptions,
+  count: number,
+): Promise<string[]> {
+  {
+    await using storage = await FileStorage.open(dir, options);
+    await storage.load();
+    for (let i = 1; i <= count; i++) await storage.save({ entries: [entry(i, 1)] });
+  }
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".wal")).sort();
+}
+
 Deno.test("FileStorage: a rolled segment is cut to its records (only the last may end in zeros)", async () => {
   await withDir(async (dir) => {
     const options = { segmentBytesMax: 1024 };
-    {
-      await using storage = await FileStorage.open(dir, options);
-      await storage.load();
-      for (let i = 1; i <= 200; i++) await storage.save({ entries: [entry(i, 1)] });
-    }
-    const segments = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".wal"))
-      .sort();
+    const segments = await writeSegments(dir, options, 200);
     assert(segments.length >= 3, `only ${segments.length} segments`);
     for (const name of segments.slice(0, -1)) {
       const bytes = await Deno.readFile(`${dir}/${name}`);
@@ -222,13 +231,7 @@ Deno.test("FileStorage: a flipped bit anywhere but the last record's payload sto
 Deno.test("FileStorage: damage to the last record of an earlier segment stops the load", async () => {
   await withDir(async (dir) => {
     const options = { segmentBytesMax: 200 };
-    {
-      await using storage = await FileStorage.open(dir, options);
-      await storage.load();
-      for (let i = 1; i <= 30; i++) await storage.save({ entries: [entry(i, 1)] });
-    }
-    const segments = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".wal"))
-      .sort();
+    const segments = await writeSegments(dir, options, 30);
     assert(segments.length >= 3);
     const path = `${dir}/${segments[0]}`;
     const original = await Deno.readFile(path);
@@ -533,43 +536,39 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
  * storage has taken so far, and `data` is what the snapshot holds.
  */
 function pacedSource(index: number, chunkCount: number) {
-  const chunks = Array.from({ length: chunkCount }, (_, i) => new Uint8Array(4096).fill(i + 1));
-  const data = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  chunks.forEach((c, i) => data.set(c, i * 4096));
-  const state = { pulled: 0, data, meta: snapshot(index, 1).meta };
-  async function* source(): AsyncGenerator<Uint8Array> {
-    for (const chunk of chunks) {
-      state.pulled++;
-      yield chunk;
-    }
-  }
-  return {
-    ...state,
-    source,
-    get pulled() {
-      return state.pulled;
+  const data = new Uint8Array(chunkCount * 4096);
+  for (let i = 0; i < chunkCount; i++) data.fill(i + 1, i * 4096, (i + 1) * 4096);
+  const src = {
+    pulled: 0,
+    data,
+    meta: snapshot(index, 1).meta,
+    async *source(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < chunkCount; i++) {
+        src.pulled++;
+        yield data.slice(i * 4096, (i + 1) * 4096);
+      }
     },
   };
+  return src;
 }
 
-/** Polls `cond` every 5 ms until it holds; fails after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+/**
+ * Storage in `dir` writing its own snapshots at 256 B/s (each 4 KiB chunk is
+ * followed by a pause of 16 s), loaded, with entries 1..30.
+ */
+async function pacedStorage(dir: string): Promise<FileStorage> {
+  const storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
+  await storage.load();
+  await storage.save({ entries: entries(1, 30, 1) });
+  return storage;
 }
 
 Deno.test("FileStorage: a snapshot the node takes is written at the set pace, and flat out once the storage closes", async () => {
   await withDir(async (dir) => {
-    // 256 B/s: each 4 KiB chunk is followed by a pause of 16 s.
-    const storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
-    await storage.load();
-    await storage.save({ entries: entries(1, 30, 1) });
+    const storage = await pacedStorage(dir);
     const src = pacedSource(20, 16);
     const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 0);
-    await until(() => src.pulled >= 1, 10_000, "the first chunk taken");
+    await waitFor(() => src.pulled >= 1, { what: "the first chunk taken", intervalMs: 5 });
     // Paced: the second chunk is due 16 s after the first.
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert(src.pulled < 16, `all ${src.pulled} chunks taken at once`);
@@ -584,12 +583,10 @@ Deno.test("FileStorage: a snapshot the node takes is written at the set pace, an
 
 Deno.test("FileStorage: a read of the snapshot does not wait for a paced write's pauses", async () => {
   await withDir(async (dir) => {
-    await using storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
-    await storage.load();
-    await storage.save({ entries: entries(1, 30, 1) });
+    await using storage = await pacedStorage(dir);
     const src = pacedSource(20, 16);
     const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 0);
-    await until(() => src.pulled >= 1, 10_000, "the first chunk taken");
+    await waitFor(() => src.pulled >= 1, { what: "the first chunk taken", intervalMs: 5 });
     // A leader about to send the snapshot to a follower: it gets the new one.
     const read = await within(storage.latestSnapshot(), 10_000, "the snapshot read");
     assertEquals(read?.meta, src.meta);
@@ -601,9 +598,7 @@ Deno.test("FileStorage: a read of the snapshot does not wait for a paced write's
 Deno.test("FileStorage: a crash in the middle of a paced snapshot leaves the state as it was before it", async () => {
   await withDir(async (dir) => {
     await withDir(async (crashed) => {
-      const storage = await FileStorage.open(dir, { snapshotBytesPerSecond: 256 });
-      await storage.load();
-      await storage.save({ entries: entries(1, 30, 1) });
+      const storage = await pacedStorage(dir);
       await storage.saveSnapshot(snapshot(10, 1), 0);
       const src = pacedSource(20, 16);
       const saved = storage.saveSnapshot({ meta: src.meta, chunks: src.source() }, 20);
@@ -611,7 +606,7 @@ Deno.test("FileStorage: a crash in the middle of a paced snapshot leaves the sta
         [...Deno.readDirSync(dir)].some((e) =>
           e.name.endsWith(".tmp") && Deno.statSync(`${dir}/${e.name}`).size >= 4096
         );
-      await until(written, 10_000, "the first chunk written");
+      await waitFor(written, { what: "the first chunk written", intervalMs: 5 });
       // What the disk holds if the process dies now: a copy, with the half-written temp file.
       for (const e of Deno.readDirSync(dir)) {
         if (e.isFile && e.name !== "LOCK") {
