@@ -279,6 +279,7 @@ export class TcpTransport implements AsyncDisposable {
     const { hostname, port } = parseHostPort(this.#listenAddr, "0.0.0.0");
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.#acceptLoop = this.#accept(this.#listener);
+    for (const peer of this.#peers.values()) peer.loop ??= this.#runPeer(peer, true);
     return Promise.resolve();
   }
 
@@ -312,6 +313,11 @@ export class TcpTransport implements AsyncDisposable {
       broken: undefined,
       loop: undefined,
     });
+    // Dial at once rather than at the first message: a node that restarts
+    // thereby tells its peers it is back (see #serve), and they stop
+    // waiting out their backoff towards it.
+    const peer = this.#peers.get(id)!;
+    if (this.#listener !== undefined) peer.loop = this.#runPeer(peer, true);
   }
 
   /** Forgets a peer: closes its connection and drops its queue. */
@@ -552,9 +558,10 @@ export class TcpTransport implements AsyncDisposable {
     if (!peer.stopped) this.#handlers?.onUnreachable?.(peer.id);
   }
 
-  async #runPeer(peer: Peer): Promise<void> {
-    while (!peer.stopped) {
-      await this.#waitForWork(peer);
+  /** Dials and writes to one peer until it is stopped; `eager` dials before there is work. */
+  async #runPeer(peer: Peer, eager = false): Promise<void> {
+    for (let first = true; !peer.stopped; first = false) {
+      if (!(first && eager)) await this.#waitForWork(peer);
       if (peer.stopped) break;
       let dialled: { conn: Deno.TcpConn; reader: FrameReader };
       try {
@@ -885,6 +892,12 @@ export class TcpTransport implements AsyncDisposable {
         return;
       }
       await writer.write([{ ok: true }]);
+      const known = handshake.kind === "raft" ? this.#peers.get(handshake.from) : undefined;
+      if (known?.backingOff) {
+        // The peer just dialled us, so it is up: dial it now, not when our backoff ends.
+        known.backoffMs = this.#backoffMinMs;
+        known.cancelSleep?.();
+      }
       if (
         handshake.kind === "raft" && handshake.addr !== undefined &&
         !this.#peers.has(handshake.from) && handshake.from !== this.#nodeId

@@ -59,6 +59,7 @@ async function startNode(
     queueMessagesMax?: number;
     frameBytesMax?: number;
     handshakeTimeoutMs?: number;
+    backoffMs?: number;
   } = {},
 ): Promise<Node> {
   const messages = new Collector<Message>();
@@ -77,6 +78,9 @@ async function startNode(
     ...(options.handshakeTimeoutMs === undefined
       ? {}
       : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+    ...(options.backoffMs === undefined
+      ? {}
+      : { backoffMinMs: options.backoffMs, backoffMaxMs: options.backoffMs }),
   });
   await transport.listen({
     onMessage: (msg) => messages.push(msg),
@@ -208,6 +212,28 @@ Deno.test("TcpTransport reports an unreachable peer and reconnects after it rest
     const restarted = b;
     await sendUntil(a, (i) => app(1, 2, 1000 + i), () => restarted.messages.items.length > 0);
     assert(restarted.messages.items.every((m) => m.index >= 1000));
+    await a.logs.until("the reconnect log line", hasLog("transport: reconnected to peer"));
+  } finally {
+    await a.transport.close();
+    await b.transport.close();
+  }
+});
+
+Deno.test("TcpTransport redials a peer at once when that peer, restarted, dials it", async () => {
+  // A backs off 15-30 s after a failed dial: far past the deadline, so only
+  // B's own dial at start (not A's backoff running out) can bring A back to it.
+  const a = await startNode(1, { backoffMs: 30_000 });
+  let b = await startNode(2);
+  try {
+    const addr = b.transport.addr;
+    await b.transport.close();
+    a.transport.setPeer(2, addr);
+    await a.unreachable.until("a failed dial", (ids) => ids.includes(2));
+
+    b = await startNode(2, { listenAddr: addr });
+    const restarted = b;
+    restarted.transport.setPeer(1, a.transport.addr); // dials A without a message to send
+    await sendUntil(a, (i) => app(1, 2, i), () => restarted.messages.items.length > 0);
     await a.logs.until("the reconnect log line", hasLog("transport: reconnected to peer"));
   } finally {
     await a.transport.close();
