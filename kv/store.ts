@@ -341,7 +341,7 @@ function* encodeChunks(
     flat.push(key, value!);
     if (flat.length === 2 * plan[chunk]!) {
       emitted += flat.length / 2;
-      yield binChunk(encodeTextChunk(flat));
+      yield encodeTextChunk(flat);
       flat = [];
       chunk++;
     }
@@ -418,16 +418,27 @@ const textEncoder = new TextEncoder();
 // byte-order mark to drop (dropping it broke the chunk's lengths).
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** A version-2 chunk: the pair count, every string's UTF-16 length, then their UTF-8. */
+/**
+ * A version-2 chunk already wrapped as a MessagePack bin32: the pair count,
+ * every string's UTF-16 length, then their UTF-8. The text is encoded in
+ * place, into a buffer sized for ASCII first (one allocation and no copy in
+ * the usual case), or for 3 bytes per code unit if it does not fit.
+ */
 function encodeTextChunk(flat: string[]): Uint8Array {
-  const text = textEncoder.encode(flat.join(""));
-  const headerBytes = 4 + 4 * flat.length;
-  const out = new Uint8Array(headerBytes + text.length);
+  const text = flat.join("");
+  const headerBytes = 5 + 4 + 4 * flat.length;
+  let out = new Uint8Array(headerBytes + text.length);
+  let { read, written } = textEncoder.encodeInto(text, out.subarray(headerBytes));
+  if (read < text.length) {
+    out = new Uint8Array(headerBytes + 3 * text.length);
+    ({ written } = textEncoder.encodeInto(text, out.subarray(headerBytes)));
+  }
   const view = new DataView(out.buffer);
-  view.setUint32(0, flat.length / 2, true);
-  for (let i = 0; i < flat.length; i++) view.setUint32(4 + 4 * i, flat[i]!.length, true);
-  out.set(text, headerBytes);
-  return out;
+  out[0] = 0xc6;
+  view.setUint32(1, headerBytes - 5 + written);
+  view.setUint32(5, flat.length / 2, true);
+  for (let i = 0; i < flat.length; i++) view.setUint32(9 + 4 * i, flat[i]!.length, true);
+  return out.subarray(0, headerBytes + written);
 }
 
 /** The `[key, value, ...]` pairs of a version-2 chunk, checked. */
@@ -515,15 +526,6 @@ function arrayHeader(length: number): Uint8Array {
   const out = new Uint8Array(5);
   out[0] = 0xdd;
   new DataView(out.buffer).setUint32(1, length);
-  return out;
-}
-
-/** `payload` wrapped as a MessagePack bin32. */
-function binChunk(payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + payload.length);
-  out[0] = 0xc6;
-  new DataView(out.buffer).setUint32(1, payload.length);
-  out.set(payload, 5);
   return out;
 }
 
