@@ -279,7 +279,7 @@ export class TcpTransport implements AsyncDisposable {
     const { hostname, port } = parseHostPort(this.#listenAddr, "0.0.0.0");
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.#acceptLoop = this.#accept(this.#listener);
-    for (const peer of this.#peers.values()) peer.loop ??= this.#runPeer(peer, true);
+    for (const peer of this.#peers.values()) peer.loop ??= this.#runPeer(peer);
     return Promise.resolve();
   }
 
@@ -292,7 +292,7 @@ export class TcpTransport implements AsyncDisposable {
       this.#stopPeer(existing);
     }
     this.#unknownPeersLogged.delete(id);
-    this.#peers.set(id, {
+    const peer: Peer = {
       id,
       addr,
       heardAt: 0,
@@ -312,12 +312,12 @@ export class TcpTransport implements AsyncDisposable {
       ack: undefined,
       broken: undefined,
       loop: undefined,
-    });
+    };
+    this.#peers.set(id, peer);
     // Dial at once rather than at the first message: a node that restarts
     // thereby tells its peers it is back (see #serve), and they stop
     // waiting out their backoff towards it.
-    const peer = this.#peers.get(id)!;
-    if (this.#listener !== undefined) peer.loop = this.#runPeer(peer, true);
+    if (this.#listener !== undefined) peer.loop = this.#runPeer(peer);
   }
 
   /** Forgets a peer: closes its connection and drops its queue. */
@@ -558,10 +558,10 @@ export class TcpTransport implements AsyncDisposable {
     if (!peer.stopped) this.#handlers?.onUnreachable?.(peer.id);
   }
 
-  /** Dials and writes to one peer until it is stopped; `eager` dials before there is work. */
-  async #runPeer(peer: Peer, eager = false): Promise<void> {
+  /** Dials (first at once, later when there is work) and writes to one peer until it is stopped. */
+  async #runPeer(peer: Peer): Promise<void> {
     for (let first = true; !peer.stopped; first = false) {
-      if (!(first && eager)) await this.#waitForWork(peer);
+      if (!first) await this.#waitForWork(peer);
       if (peer.stopped) break;
       let dialled: { conn: Deno.TcpConn; reader: FrameReader };
       try {
