@@ -4,9 +4,14 @@
  * the OS picks, state in a temp dir) take writes from 8 clients at random
  * nodes. The keys and values are random Unicode text: a leading U+FEFF, line
  * breaks, NUL, combining marks, emoji, U+FFFE, `/`, `%`, `?` and `#`. Every
- * 2–4 s a random node is SIGKILLed and, 0.3–1.8 s later, started again.
+ * 2–4 s a random node is either SIGKILLed and, 0.3–1.8 s later, started
+ * again, or paused with SIGSTOP for 0.3–3 s (past an election timeout: a
+ * paused leader is replaced, and continued it must not serve what it knew).
  * Six clients write unique keys; two more put and delete a pool of 200
- * shared keys, one operation per key at a time. At the end every
+ * shared keys, one operation per key at a time; four more read and write
+ * five registers at random nodes, and their history is checked for
+ * linearizability (tests/linearizability.ts: no stale read, no lost or
+ * invented value, no read going back in time). At the end every
  * acknowledged unique write must read back, byte for byte, from every node,
  * and every shared key must read the same on all three nodes: its last
  * acknowledged outcome, or that of a later operation left unanswered (which
@@ -18,22 +23,39 @@
  */
 
 import { parseArgs } from "node:util";
-import { missingWrites, startCluster, trickyText } from "./harness.ts";
+import { missingWrites, startCluster, type TestNode, trickyText } from "./harness.ts";
+import { checkRegisterHistory, type Op } from "./linearizability.ts";
 import { seededRandom } from "../raft/testing.ts";
 
 const WRITERS = 6;
 const SHARED_WRITERS = 2;
 const SHARED_KEYS = 200;
+const REGISTER_CLIENTS = 4;
+const REGISTERS = 5;
+/** Per request: past it, a write's outcome is unknown and a read is not recorded. */
+const REQUEST_TIMEOUT_MS = 3000;
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
-    options: {
-      seconds: { type: "string", default: "30" },
-      seed: { type: "string", default: String(Date.now() % 1_000_000) },
-      "snapshot-entries": { type: "string", default: "300" },
-    },
-  });
+  const usage = "Usage: deno task chaos [-- --seconds N (30) --seed S --snapshot-entries N (300)]";
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
+      options: {
+        seconds: { type: "string", default: "30" },
+        seed: { type: "string", default: String(Date.now() % 1_000_000) },
+        "snapshot-entries": { type: "string", default: "300" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (error) {
+    console.error(`Cannot run: ${error instanceof Error ? error.message : error}\n${usage}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
   const seconds = Number(values.seconds);
   const seed = Number(values.seed);
   const snapshotEntries = Number(values["snapshot-entries"]);
@@ -89,23 +111,69 @@ async function main(): Promise<number> {
       else refused++;
     }
   });
+  // Registers: every write a unique value, every answer timed, for the checker.
+  const history: Op[] = [];
+  const unexpected: string[] = [];
+  const registerClients = Array.from({ length: REGISTER_CLIENTS }, async (_, c) => {
+    for (let n = 0; !stopping; n++) {
+      const node = cluster.node(pick(3));
+      const key = `reg-${pick(REGISTERS)}`;
+      const invoke = performance.now();
+      if (random() < 0.5) {
+        const value = `c${c}-${n}-${text(8)}`;
+        const status = await node.put(key, value, { timeoutMs: REQUEST_TIMEOUT_MS });
+        const complete = status === 204 ? performance.now() : Infinity;
+        if (status >= 400 && status < 500) unexpected.push(`PUT ${key} on ${node.name}: ${status}`);
+        history.push({ kind: "write", key, value, invoke, complete });
+      } else {
+        const r = await node.get(key, { timeoutMs: REQUEST_TIMEOUT_MS });
+        const complete = performance.now();
+        if (r.status === 200 || r.status === 404) {
+          history.push({ kind: "read", key, value: r.value, invoke, complete });
+        } else if (r.status >= 400 && r.status < 500) {
+          unexpected.push(`GET ${key} on ${node.name}: ${r.status}`);
+        }
+      }
+      if (!node.running) await sleep(10);
+    }
+  });
   const end = Date.now() + seconds * 1000;
   let kills = 0;
+  let pauses = 0;
   while (Date.now() < end) {
     await sleep(2000 + pick(2000));
-    const victim = cluster.node(pick(3));
-    await victim.stop("SIGKILL");
-    kills++;
-    await sleep(300 + pick(1500));
-    await victim.start();
+    const victim: TestNode = cluster.node(pick(3));
+    if (random() < 0.6) {
+      await victim.stop("SIGKILL");
+      kills++;
+      await sleep(300 + pick(1500));
+      await victim.start();
+    } else {
+      victim.pause();
+      pauses++;
+      await sleep(300 + pick(2700));
+      victim.resume();
+    }
   }
   stopping = true;
-  await Promise.all([...writers, ...sharedWriters]);
+  await Promise.all([...writers, ...sharedWriters, ...registerClients]);
   console.log(
-    `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills`,
+    `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills, ${pauses} pauses`,
   );
-  const problems = await missingWrites(cluster.nodes, acked, { concurrency: 16 });
-  console.log(`read back ${3 * acked.size} times: ${problems.length} mismatches`);
+  const problems = [...unexpected];
+  const registerWrites = history.filter((o) => o.kind === "write" && o.complete !== Infinity);
+  const registerReads = history.filter((o) => o.kind === "read");
+  const violations = checkRegisterHistory(history);
+  console.log(
+    `registers: ${registerWrites.length} acknowledged writes and ${registerReads.length} reads checked for linearizability: ${violations.length} violations`,
+  );
+  problems.push(...violations);
+  problems.push(...await missingWrites(cluster.nodes, acked, { concurrency: 16 }));
+  console.log(
+    `read back ${3 * acked.size} times: ${
+      problems.length - unexpected.length - violations.length
+    } mismatches`,
+  );
   for (const key of shared) {
     if (!lastAcked.has(key) && !unanswered.has(key)) continue;
     const allowed = new Set([lastAcked.get(key) ?? null, ...(unanswered.get(key) ?? [])]);
