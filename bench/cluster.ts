@@ -730,6 +730,92 @@ export async function measureLoopbackRtt(
   return { p50Ms: pct(times, 0.5), p99Ms: pct(times, 0.99), n: times.length };
 }
 
+/**
+ * The replication pipeline floor (bench/pipeline.ts): a lone client's
+ * writes through three Deno processes that do only what any replicated
+ * durable write must (HTTP in, TCP to two followers, a write and an
+ * fdatasync on each, an answer after a majority), driven by the same load
+ * generator as the rows. undefined if it could not be run.
+ */
+export async function measurePipeline(
+  dir: string,
+  opts: { seconds: number; warmupSeconds: number; valueBytes: number; client: LoadClient },
+): Promise<{ result: LoadResult; serverCores: number } | undefined> {
+  const script = new URL("./pipeline.ts", import.meta.url).pathname;
+  const [leaderPort, ...followerPorts] = freePorts(3) as [number, number, number];
+  const deno = [Deno.execPath(), "run", "-A", script];
+  const procs: ServerProcess[] = [];
+  try {
+    for (const port of followerPorts) {
+      procs.push(spawnServer(
+        `pipeline-follower-${port}`,
+        [...deno, "--role", "follower", "--port", String(port), "--dir", dir],
+        `${dir}/pipeline-follower-${port}.log`,
+      ));
+    }
+    const url = `http://127.0.0.1:${leaderPort}`;
+    const exited = () => procs.some((p) => !running.has(p)) ? "a process exited" : undefined;
+    // The leader dials its followers once: wait until both listen.
+    await waitFor(
+      "the pipeline followers",
+      async () => {
+        for (const port of followerPorts) {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          conn.close();
+        }
+        return true;
+      },
+      30_000,
+      100,
+      exited,
+    );
+    procs.push(spawnServer(
+      "pipeline-leader",
+      [
+        ...deno,
+        "--role",
+        "leader",
+        "--port",
+        String(leaderPort),
+        "--followers",
+        followerPorts.join(","),
+        "--dir",
+        dir,
+      ],
+      `${dir}/pipeline-leader.log`,
+    ));
+    await waitFor(
+      "the pipeline leader",
+      async () => (await httpCall("PUT", `${url}/`, "{}")).status === 204 || undefined,
+      30_000,
+      100,
+      exited,
+    );
+    const { result } = await runLoadProcess({
+      label: "pipeline write c=1",
+      system: "raftkv",
+      mode: "write",
+      clients: 1,
+      seconds: opts.seconds,
+      warmupSeconds: opts.warmupSeconds,
+      valueBytes: opts.valueBytes,
+      writeUrls: [url],
+      readUrls: [url],
+      keyPrefix: "pipeline-",
+      readRanges: [],
+      client: opts.client,
+      timeoutMs: 5000,
+      watchPids: procs.map((p) => p.pid),
+    });
+    return { result, serverCores: result.watchedCpuS / result.elapsedS };
+  } catch (e) {
+    console.error(`pipeline floor not measured: ${e instanceof Error ? e.message : e}`);
+    return undefined;
+  } finally {
+    for (const p of procs) await stopServer(p);
+  }
+}
+
 function pct(values: number[], q: number): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((a, b) => a - b);
@@ -1058,6 +1144,21 @@ async function main(): Promise<number> {
       fmtMs(fsyncAppend.p99Ms)
     } ms; loopback TCP echo: p50 ${rtt.p50Ms.toFixed(3)} ms (n=${rtt.n})`,
   );
+  const pipeline = await measurePipeline(base, {
+    seconds: Math.min(seconds, 5),
+    warmupSeconds,
+    valueBytes,
+    client,
+  });
+  if (pipeline !== undefined) {
+    const r = pipeline.result;
+    console.log(
+      `pipeline floor: one client's PUTs through three Deno processes doing only HTTP, TCP to ` +
+        `two followers and an fdatasync on each, answered after two of three (bench/pipeline.ts): ` +
+        `p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ${Math.round(r.opsPerS)} ops/s, ` +
+        `errors ${r.errors + r.non2xx}`,
+    );
+  }
 
   let raftkvRows: RowResult[] = [];
   let etcdRows: RowResult[] = [];
@@ -1114,6 +1215,16 @@ async function main(): Promise<number> {
     }` +
       `, etcd ${ratio(singleEtcd)}`,
   );
+  if (pipeline !== undefined && Number.isFinite(pipeline.result.p50Ms)) {
+    const p50 = pipeline.result.p50Ms;
+    const vs = (r: RowResult | undefined) =>
+      r && Number.isFinite(r.result.p50Ms) ? `${(r.result.p50Ms / p50).toFixed(2)}x` : "-";
+    console.log(
+      `single-client write p50 / pipeline floor p50 (${fmtMs(p50)} ms, ${
+        (p50 / floor).toFixed(2)
+      }x the physical floor): raftkv ${vs(single)}, etcd ${vs(singleEtcd)}`,
+    );
+  }
   console.log("");
   console.log(comparisonTable(raftkvRows, etcdRows));
   const socketNote = [...raftkvRows, ...etcdRows]
