@@ -10,8 +10,7 @@
  * Six clients write unique keys; two more put and delete a pool of 200
  * shared keys, one operation per key at a time; four more read and write
  * five registers at random nodes, and their history is checked for
- * linearizability (tests/linearizability.ts: no stale read, no lost or
- * invented value, no read going back in time). At the end every
+ * linearizability (tests/linearizability.ts, exact for such histories). At the end every
  * acknowledged unique write must read back, byte for byte, from every node,
  * and every shared key must read the same on all three nodes: its last
  * acknowledged outcome, or that of a later operation left unanswered (which

@@ -2,10 +2,10 @@
  * A checker for histories of reads and writes of registers (keys) taken
  * from outside a running cluster, as a black-box fault test records them.
  * Every write writes a value no other write uses, so a read names the write
- * it saw. The checks are sound but not complete: each violation it reports
- * is one no linearizable system could produce, but a history it passes is
- * not proved linearizable. They catch stale reads, lost and invented values,
- * and reads that go back in time.
+ * it saw. Stale reads, lost and invented values, and reads that go back in
+ * time are reported as such; when none is found, a zone test (Gibbons and
+ * Korach) decides whether any linearization exists, so a history passes
+ * exactly when it is linearizable.
  *
  * @module
  */
