@@ -1,8 +1,8 @@
 /**
  * `deno task chaos [-- --seconds N --seed S --snapshot-entries N]`: a fault
  * and fidelity run against real processes. Three nodes on 127.0.0.1 (ports
- * the OS picks, state in a temp dir) take requests from 12 clients at
- * random nodes. The keys and values are random Unicode text: a leading U+FEFF, line
+ * the OS picks, state in a temp dir) take requests from 12 clients at random
+ * nodes. The keys and values are random Unicode text: a leading U+FEFF, line
  * breaks, NUL, combining marks, emoji, U+FFFE, `/`, `%`, `?` and `#`. Every
  * 2–4 s a random node is either SIGKILLed and, 0.3–1.8 s later, started
  * again, or paused with SIGSTOP for 0.3–3 s (past an election timeout: a
@@ -12,10 +12,10 @@
  * five registers at random nodes, and their history is checked for
  * linearizability (tests/linearizability.ts, exact for such histories). At
  * the end every acknowledged unique write must read back, byte for byte,
- * from every node,
- * and every shared key must read the same on all three nodes: its last
- * acknowledged outcome, or that of a later operation left unanswered (which
- * may still have taken effect). Prints the counts; exits 1 on any problem.
+ * from every node, and every shared key must read the same on all three
+ * nodes: its last acknowledged outcome, or that of a later operation left
+ * unanswered (which may still have taken effect). Prints the counts; exits 1
+ * on any problem.
  *
  * Not part of `deno task test`: it runs for as long as asked.
  *
