@@ -4,9 +4,10 @@
  * the OS picks, state in a temp dir) take requests from 12 clients at random
  * nodes. The keys and values are random Unicode text: a leading U+FEFF, line
  * breaks, NUL, combining marks, emoji, U+FFFE, `/`, `%`, `?` and `#`. Every
- * 2–4 s a random node is either SIGKILLed and, 0.3–1.8 s later, started
- * again, or paused with SIGSTOP for 0.3–3 s (past an election timeout: a
- * paused leader is replaced, and continued it must not serve what it knew).
+ * 2–4 s a random node (one time in five two nodes, a majority) is either
+ * SIGKILLed and, 0.3–1.8 s later, started again, or paused with SIGSTOP for
+ * 0.3–3 s (past an election timeout: a paused leader is replaced, and
+ * continued it must not serve what it knew).
  * Six clients write unique keys; two more put and delete a pool of 200
  * shared keys, one operation per key at a time; four more read and write
  * five registers at random nodes, and their history is checked for
@@ -140,25 +141,31 @@ async function main(): Promise<number> {
   const end = Date.now() + seconds * 1000;
   let kills = 0;
   let pauses = 0;
+  let quorumLosses = 0;
   while (Date.now() < end) {
     await sleep(2000 + pick(2000));
-    const victim: TestNode = cluster.node(pick(3));
+    // Mostly one node; one time in five two at once, so that the cluster
+    // loses its quorum and must recover when they come back.
+    const first = pick(3);
+    const victims: TestNode[] = [cluster.node(first)];
+    if (random() < 0.2) victims.push(cluster.node((first + 1 + pick(2)) % 3));
+    if (victims.length > 1) quorumLosses++;
     if (random() < 0.6) {
-      await victim.stop("SIGKILL");
-      kills++;
+      for (const v of victims) await v.stop("SIGKILL");
+      kills += victims.length;
       await sleep(300 + pick(1500));
-      await victim.start();
+      for (const v of victims) await v.start();
     } else {
-      victim.pause();
-      pauses++;
+      for (const v of victims) v.pause();
+      pauses += victims.length;
       await sleep(300 + pick(2700));
-      victim.resume();
+      for (const v of victims) v.resume();
     }
   }
   stopping = true;
   await Promise.all([...writers, ...sharedWriters, ...registerClients]);
   console.log(
-    `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills, ${pauses} pauses`,
+    `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills, ${pauses} pauses (${quorumLosses} times two nodes at once)`,
   );
   const problems = [...unexpected];
   const registerWrites = history.filter((o) => o.kind === "write" && o.complete !== Infinity);
