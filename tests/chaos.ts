@@ -24,8 +24,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { missingWrites, startCluster, type TestNode, trickyText } from "./harness.ts";
-import { checkRegisterHistory, type Op } from "./linearizability.ts";
+import {
+  missingWrites,
+  RegisterRecorder,
+  startCluster,
+  type TestNode,
+  trickyText,
+} from "./harness.ts";
+import { checkRegisterHistory } from "./linearizability.ts";
 import { seededRandom } from "../raft/testing.ts";
 
 const WRITERS = 6;
@@ -113,28 +119,13 @@ async function main(): Promise<number> {
     }
   });
   // Registers: every write a unique value, every answer timed, for the checker.
-  const history: Op[] = [];
-  const unexpected: string[] = [];
+  const registers = new RegisterRecorder(REQUEST_TIMEOUT_MS);
   const registerClients = Array.from({ length: REGISTER_CLIENTS }, async (_, c) => {
     for (let n = 0; !stopping; n++) {
       const node = cluster.node(pick(3));
       const key = `reg-${pick(REGISTERS)}`;
-      const invoke = performance.now();
-      if (random() < 0.5) {
-        const value = `c${c}-${n}-${text(8)}`;
-        const status = await node.put(key, value, { timeoutMs: REQUEST_TIMEOUT_MS });
-        const complete = status === 204 ? performance.now() : Infinity;
-        if (status >= 400 && status < 500) unexpected.push(`PUT ${key} on ${node.name}: ${status}`);
-        history.push({ kind: "write", key, value, invoke, complete });
-      } else {
-        const r = await node.get(key, { timeoutMs: REQUEST_TIMEOUT_MS });
-        const complete = performance.now();
-        if (r.status === 200 || r.status === 404) {
-          history.push({ kind: "read", key, value: r.value, invoke, complete });
-        } else if (r.status >= 400 && r.status < 500) {
-          unexpected.push(`GET ${key} on ${node.name}: ${r.status}`);
-        }
-      }
+      if (random() < 0.5) await registers.write(node, key, `c${c}-${n}-${text(8)}`);
+      else await registers.read(node, key);
       if (!node.running) await sleep(10);
     }
   });
@@ -167,6 +158,7 @@ async function main(): Promise<number> {
   console.log(
     `acknowledged ${acked.size} writes, ${refused} refused or unanswered, ${kills} kills, ${pauses} pauses (${quorumLosses} times two nodes at once)`,
   );
+  const { history, unexpected } = registers;
   const problems = [...unexpected];
   const registerWrites = history.filter((o) => o.kind === "write" && o.complete !== Infinity);
   const registerReads = history.filter((o) => o.kind === "read");

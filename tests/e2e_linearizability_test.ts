@@ -10,8 +10,8 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { e2eTest, FAST_TIMINGS, type TestNode, waitFor } from "./harness.ts";
-import { checkRegisterHistory, type Op } from "./linearizability.ts";
+import { e2eTest, FAST_TIMINGS, RegisterRecorder, type TestNode, waitFor } from "./harness.ts";
+import { checkRegisterHistory } from "./linearizability.ts";
 
 const CLIENTS = 6;
 const KEYS = ["x", "y", "z"];
@@ -24,8 +24,10 @@ e2eTest(
   "clients see a linearizable history through a leader SIGKILL, a restart and a leader pause",
   async (h) => {
     const cluster = await h.startCluster(3);
-    const history: Op[] = [];
-    const unexpected: string[] = [];
+    const recorder = new RegisterRecorder(REQUEST_TIMEOUT_MS);
+    const { history, unexpected } = recorder;
+    const write = (node: TestNode, key: string, value: string) => recorder.write(node, key, value);
+    const read = (node: TestNode, key: string) => recorder.read(node, key);
     let stopping = false;
     const probes: Promise<void>[] = [];
     const clients = Array.from({ length: CLIENTS }, async (_, c) => {
@@ -39,32 +41,6 @@ e2eTest(
         if (!node.running) await new Promise((r) => setTimeout(r, 10));
       }
     });
-
-    async function write(node: TestNode, key: string, value: string): Promise<void> {
-      const invoke = performance.now();
-      const status = await node.put(key, value, { timeoutMs: REQUEST_TIMEOUT_MS });
-      const complete = performance.now();
-      if (status >= 400 && status < 500) unexpected.push(`PUT ${key} on ${node.name}: ${status}`);
-      // Anything but 204 (no answer, 503, a deadline) leaves the outcome unknown.
-      history.push({
-        kind: "write",
-        key,
-        value,
-        invoke,
-        complete: status === 204 ? complete : Infinity,
-      });
-    }
-
-    async function read(node: TestNode, key: string): Promise<void> {
-      const invoke = performance.now();
-      const r = await node.get(key, { timeoutMs: REQUEST_TIMEOUT_MS });
-      const complete = performance.now();
-      if (r.status === 200 || r.status === 404) {
-        history.push({ kind: "read", key, value: r.value, invoke, complete });
-      } else if (r.status >= 400 && r.status < 500) {
-        unexpected.push(`GET ${key} on ${node.name}: ${r.status}`);
-      }
-    }
 
     const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
     try {

@@ -20,6 +20,7 @@
  */
 
 import type { Member } from "../http/app.ts";
+import type { Op } from "./linearizability.ts";
 
 /** A member as `GET /mgmt/nodes` lists it. */
 export type { Member };
@@ -926,4 +927,42 @@ export async function missingWrites(
     ),
   );
   return problems;
+}
+
+/**
+ * Records timed puts and gets of registers through nodes, as a black-box
+ * fault test does, for `checkRegisterHistory` (tests/linearizability.ts).
+ * Every value written must be unique. A write answered anything but 204 (no
+ * answer, 503, a deadline) has an unknown outcome; a read without a definite
+ * answer (200 or 404) is not recorded; a 4xx is a bug and is kept apart.
+ */
+export class RegisterRecorder {
+  readonly history: Op[] = [];
+  readonly unexpected: string[] = [];
+  readonly #timeoutMs: number;
+
+  constructor(timeoutMs: number) {
+    this.#timeoutMs = timeoutMs;
+  }
+
+  async write(node: TestNode, key: string, value: string): Promise<void> {
+    const invoke = performance.now();
+    const status = await node.put(key, value, { timeoutMs: this.#timeoutMs });
+    const complete = status === 204 ? performance.now() : Infinity;
+    if (status >= 400 && status < 500) {
+      this.unexpected.push(`PUT ${key} on ${node.name}: ${status}`);
+    }
+    this.history.push({ kind: "write", key, value, invoke, complete });
+  }
+
+  async read(node: TestNode, key: string): Promise<void> {
+    const invoke = performance.now();
+    const r = await node.get(key, { timeoutMs: this.#timeoutMs });
+    const complete = performance.now();
+    if (r.status === 200 || r.status === 404) {
+      this.history.push({ kind: "read", key, value: r.value, invoke, complete });
+    } else if (r.status >= 400 && r.status < 500) {
+      this.unexpected.push(`GET ${key} on ${node.name}: ${r.status}`);
+    }
+  }
 }
