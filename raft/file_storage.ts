@@ -917,7 +917,12 @@ export class FileStorage implements LogStorage {
     } catch (error) {
       throw this.#corruption(`Cannot read identity file ${path}: ${String(error)}`);
     }
-    const v = value as { version?: unknown; nodeId?: unknown; clusterId?: unknown };
+    const v = value as {
+      version?: unknown;
+      nodeId?: unknown;
+      clusterId?: unknown;
+      removed?: unknown;
+    };
     if (v.version !== FORMAT_VERSION) {
       throw this.#corruption(
         `Cannot read identity file ${path}: format version ${String(v.version)} is not supported`,
@@ -926,7 +931,9 @@ export class FileStorage implements LogStorage {
     if (typeof v.nodeId !== "number" || typeof v.clusterId !== "string") {
       throw this.#corruption(`Cannot read identity file ${path}: nodeId or clusterId is missing`);
     }
-    return { nodeId: v.nodeId, clusterId: v.clusterId };
+    const identity: Identity = { nodeId: v.nodeId, clusterId: v.clusterId };
+    if (v.removed === true) identity.removed = true;
+    return identity;
   }
 
   async #readSnapshotFile(index: number): Promise<Snapshot> {

@@ -1063,8 +1063,15 @@ export class RaftNode implements KvService, AsyncDisposable {
     const key = `remove:${this.id}`;
     for (const w of this.#confWaiters.get(key) ?? []) w.resolve();
     this.#confWaiters.delete(key);
+    // Recorded, so that a restart on this state refuses instead of campaigning
+    // until a peer tells it again.
+    const recorded = this.#storage
+      .saveIdentity({ nodeId: this.id, clusterId: this.clusterId, removed: true })
+      .catch((error) =>
+        this.#log("cannot record the removal in the state directory", { error: String(error) })
+      );
     // Let the answer to the removal request go out first.
-    setTimeout(() => void this.#shutdown({ reason: "removed" }), 200);
+    setTimeout(() => void recorded.then(() => this.#shutdown({ reason: "removed" })), 200);
     this.#stopping = true;
   }
 
@@ -1138,6 +1145,14 @@ async function prepare(
   snapshotBytes: number;
   members: Map<NodeId, MemberAddr>;
 }> {
+  if (loaded.identity?.removed) {
+    const { nodeId, clusterId } = loaded.identity;
+    throw new Error(
+      `This node (id ${nodeId}) was removed from cluster ${clusterId} and does not start again ` +
+        "on that state. To add this machine back, start it with a new, empty --state-dir and " +
+        "--join a member's raft address.",
+    );
+  }
   if (loaded.identity) {
     if (options.join) log("restarting from existing state; --join ignored", { join: options.join });
     const snap = loaded.snapshot;

@@ -26,6 +26,12 @@ export interface Identity {
   nodeId: NodeId;
   /** The cluster's random id, checked in every peer handshake. */
   clusterId: string;
+  /**
+   * Set once this node has learned that it was removed from the cluster (a
+   * committed fact: ids are never reused), so that it refuses to start on
+   * this state again instead of rejoining as a stranger.
+   */
+  removed?: boolean;
 }
 
 /** All that storage holds, as loaded at start. */

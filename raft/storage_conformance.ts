@@ -87,6 +87,14 @@ export function storageConformance(
     assertEquals(summary(state.entries), summary([...entries(1, 3, 1), entry(4, 2, "conf")]));
   });
 
+  test("an identity marked removed survives a restart", async (h) => {
+    await h.storage.load();
+    await h.storage.saveIdentity({ nodeId: 7, clusterId: "c-1" });
+    await h.storage.saveIdentity({ nodeId: 7, clusterId: "c-1", removed: true });
+    const state = await (await h.restart()).load();
+    assertEquals(state.identity, { nodeId: 7, clusterId: "c-1", removed: true });
+  });
+
   test("the latest hard state wins after a restart", async (h) => {
     await h.storage.load();
     await h.storage.save({ entries: [], hardState: { term: 1, vote: 1, commit: 0 } });

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { e2eTest } from "./harness.ts";
+import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
+import { e2eTest, runProgram } from "./harness.ts";
 
 e2eTest(
   "a removed follower exits with code 0, the rest keep serving, and an unknown id gives 404",
@@ -21,6 +21,18 @@ e2eTest(
     assertEquals(r.status, 204, `DELETE /mgmt/nodes/${victim.id}: ${r.text}`);
     const exit = await victim.waitExit();
     assertEquals(exit.code, 0, `${victim.name} exits with 0 once removed`);
+    // Started again on its state, it refuses at once and says what to do.
+    const restarted = await runProgram([
+      "--state-dir",
+      victim.stateDir,
+      "--raft",
+      victim.raftAddr,
+      "--api",
+      new URL(victim.apiUrl).host,
+    ]);
+    assertEquals(restarted.code, 1, restarted.stderr);
+    assertStringIncludes(restarted.stderr, `(id ${victim.id}) was removed`);
+    assertStringIncludes(restarted.stderr, "empty --state-dir");
 
     const members = await cluster.waitVoters(2, leader);
     assertEquals(
