@@ -54,6 +54,7 @@ import {
   type LogStorage,
   type SaveRequest,
   type SnapshotSource,
+  type SnapshotStream,
   StorageCorruptionError,
 } from "./storage.ts";
 import type { Entry, EntryType, HardState, Snapshot, SnapshotMeta } from "./types.ts";
@@ -344,6 +345,15 @@ export class FileStorage implements LogStorage {
     return await this.#serialSnapshot(() => {
       const index = this.#snapshotIndexes.at(-1);
       return index === undefined ? Promise.resolve(undefined) : this.#readSnapshotFile(index);
+    });
+  }
+
+  /** The newest snapshot as a stream: its file is read as the chunks are taken. */
+  async latestSnapshotStream(): Promise<SnapshotStream | undefined> {
+    this.#checkUsable("read snapshot");
+    return await this.#serialSnapshot(() => {
+      const index = this.#snapshotIndexes.at(-1);
+      return index === undefined ? Promise.resolve(undefined) : this.#openSnapshotStream(index);
     });
   }
 
@@ -939,50 +949,142 @@ export class FileStorage implements LogStorage {
   async #readSnapshotFile(index: number): Promise<Snapshot> {
     const path = `${this.#dir}/${snapshotName(index)}`;
     const bytes = await Deno.readFile(path);
-    const fail = (offset: number, what: string) =>
-      this.#corruption(`Cannot read snapshot ${path} at offset ${offset}: ${what}`);
-    if (bytes.length < SNAP_HEADER_BYTES) throw fail(0, "the file is too short");
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (view.getUint32(0, true) !== SNAP_MAGIC) throw fail(0, "not a snapshot (bad magic)");
+    const at = (offset: number, length: number) =>
+      Promise.resolve(bytes.subarray(offset, offset + length));
+    const layout = await this.#snapshotLayout(path, bytes.length, at);
+    const crcOffset = bytes.length - 4;
+    const stored = new DataView(bytes.buffer, bytes.byteOffset).getUint32(crcOffset, true);
+    if (await crc32cYielding(bytes.subarray(0, crcOffset), 0) !== stored) {
+      throw this.#snapshotDamage(path, crcOffset, "checksum mismatch");
+    }
+    const meta = await this.#readSnapshotMeta(path, index, layout, at);
+    return { meta, data: bytes.subarray(layout.dataStart, layout.dataEnd) };
+  }
+
+  /** Opens the newest snapshot's file for {@linkcode latestSnapshotStream}: its metadata and layout. */
+  async #openSnapshotStream(index: number): Promise<SnapshotStream> {
+    const path = `${this.#dir}/${snapshotName(index)}`;
+    using file = await Deno.open(path, { read: true });
+    const size = (await file.stat()).size;
+    const at = (offset: number, length: number) => readAt(file, path, offset, length);
+    const layout = await this.#snapshotLayout(path, size, at);
+    const meta = await this.#readSnapshotMeta(path, index, layout, at);
+    return {
+      meta,
+      dataBytes: layout.dataEnd - layout.dataStart,
+      chunks: (maxBytes) => this.#snapshotChunks(path, size, layout, maxBytes),
+    };
+  }
+
+  /**
+   * Reads a snapshot file's data in chunks, checking its CRC on the way; the
+   * last chunk is held back until the CRC matched.
+   */
+  async *#snapshotChunks(
+    path: string,
+    size: number,
+    layout: SnapshotLayout,
+    maxBytes: number,
+  ): AsyncGenerator<Uint8Array, void, undefined> {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      throw new Error(`Cannot read snapshot ${path}: a newer one replaced it meanwhile`);
+    }
+    try {
+      let crc = crc32c(await readAt(file, path, 0, layout.dataStart));
+      let held: Uint8Array | undefined;
+      for (let pos = layout.dataStart; pos < layout.dataEnd;) {
+        const chunk = await readAt(file, path, pos, Math.min(maxBytes, layout.dataEnd - pos));
+        crc = await crc32cYielding(chunk, crc);
+        pos += chunk.length;
+        if (held !== undefined) yield held;
+        held = chunk;
+      }
+      const tail = await readAt(file, path, layout.dataEnd, size - layout.dataEnd);
+      crc = crc32c(tail.subarray(0, tail.length - 4), crc);
+      if (crc !== new DataView(tail.buffer, tail.byteOffset).getUint32(tail.length - 4, true)) {
+        throw this.#snapshotDamage(path, size - 4, "checksum mismatch");
+      }
+      if (held !== undefined) yield held;
+    } finally {
+      file.close();
+    }
+  }
+
+  /**
+   * Where a snapshot file's data lies, from its header and trailer (every
+   * check but the CRC and the metadata). `at(offset, length)` reads the file.
+   */
+  async #snapshotLayout(
+    path: string,
+    size: number,
+    at: (offset: number, length: number) => Promise<Uint8Array>,
+  ): Promise<SnapshotLayout> {
+    if (size < SNAP_HEADER_BYTES) throw this.#snapshotDamage(path, 0, "the file is too short");
+    const head = await at(0, Math.min(size, SNAP_V1_HEADER_BYTES));
+    const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+    if (view.getUint32(0, true) !== SNAP_MAGIC) {
+      throw this.#snapshotDamage(path, 0, "not a snapshot (bad magic)");
+    }
     const version = view.getUint32(4, true);
     const metaBytes = view.getUint32(8, true);
-    const u64 = (at: number) => view.getUint32(at, true) + view.getUint32(at + 4, true) * 2 ** 32;
-    let headerBytes: number;
-    let dataEnd: number;
+    const mismatch = () => this.#snapshotDamage(path, 8, "the lengths do not match the file size");
     if (version === 1) {
       // Header: magic, version, meta length, data length; trailer: the CRC.
-      headerBytes = SNAP_V1_HEADER_BYTES;
-      if (bytes.length < headerBytes + 4) throw fail(0, "the file is too short");
-      dataEnd = headerBytes + metaBytes + u64(12);
-      if (dataEnd + 4 !== bytes.length) throw fail(8, "the lengths do not match the file size");
-    } else if (version === SNAPSHOT_FORMAT_VERSION) {
-      headerBytes = SNAP_HEADER_BYTES;
-      dataEnd = bytes.length - SNAP_TRAILER_BYTES;
-      if (dataEnd < headerBytes + metaBytes || headerBytes + metaBytes + u64(dataEnd) !== dataEnd) {
-        throw fail(8, "the lengths do not match the file size");
+      const headerBytes = SNAP_V1_HEADER_BYTES;
+      if (size < headerBytes + 4) throw this.#snapshotDamage(path, 0, "the file is too short");
+      const dataEnd = headerBytes + metaBytes + u64le(view, 12);
+      if (dataEnd + 4 !== size) throw mismatch();
+      return { headerBytes, metaBytes, dataStart: headerBytes + metaBytes, dataEnd };
+    }
+    if (version === SNAPSHOT_FORMAT_VERSION) {
+      const headerBytes = SNAP_HEADER_BYTES;
+      const dataEnd = size - SNAP_TRAILER_BYTES;
+      if (dataEnd < headerBytes + metaBytes) throw mismatch();
+      const length = await at(dataEnd, 8);
+      if (
+        headerBytes + metaBytes + u64le(new DataView(length.buffer, length.byteOffset), 0) !==
+          dataEnd
+      ) {
+        throw mismatch();
       }
-    } else {
-      throw fail(
-        4,
-        `format version ${version} is not supported (this build reads 1 and ${SNAPSHOT_FORMAT_VERSION})`,
-      );
+      return { headerBytes, metaBytes, dataStart: headerBytes + metaBytes, dataEnd };
     }
-    const crcOffset = bytes.length - 4;
-    if (
-      await crc32cYielding(bytes.subarray(0, crcOffset), 0) !== view.getUint32(crcOffset, true)
-    ) {
-      throw fail(crcOffset, "checksum mismatch");
-    }
+    throw this.#snapshotDamage(
+      path,
+      4,
+      `format version ${version} is not supported (this build reads 1 and ${SNAPSHOT_FORMAT_VERSION})`,
+    );
+  }
+
+  /** A snapshot file's metadata, checked against the index its name gives. */
+  async #readSnapshotMeta(
+    path: string,
+    index: number,
+    layout: SnapshotLayout,
+    at: (offset: number, length: number) => Promise<Uint8Array>,
+  ): Promise<SnapshotMeta> {
     let meta: SnapshotMeta;
     try {
-      meta = checkMeta(decode(bytes.subarray(headerBytes, headerBytes + metaBytes)));
+      meta = checkMeta(decode(await at(layout.headerBytes, layout.metaBytes)));
     } catch (error) {
-      throw fail(headerBytes, `the metadata cannot be read (${String(error)})`);
+      throw this.#snapshotDamage(
+        path,
+        layout.headerBytes,
+        `the metadata cannot be read (${String(error)})`,
+      );
     }
     if (meta.index !== index) {
-      throw fail(headerBytes, `the metadata says index ${meta.index}`);
+      throw this.#snapshotDamage(path, layout.headerBytes, `the metadata says index ${meta.index}`);
     }
-    return { meta, data: bytes.subarray(headerBytes + metaBytes, dataEnd) };
+    return meta;
+  }
+
+  #snapshotDamage(path: string, offset: number, what: string): StorageCorruptionError {
+    return this.#corruption(`Cannot read snapshot ${path} at offset ${offset}: ${what}`);
   }
 
   #corruption(message: string): StorageCorruptionError {
@@ -1149,4 +1251,38 @@ class SnapshotSourceError extends Error {
   constructor(cause: unknown) {
     super("The snapshot's producer failed", { cause });
   }
+}
+
+/** Where the parts of a snapshot file lie. */
+interface SnapshotLayout {
+  headerBytes: number;
+  metaBytes: number;
+  /** The data is `[dataStart, dataEnd)`; the trailer follows it. */
+  dataStart: number;
+  dataEnd: number;
+}
+
+/** A little-endian unsigned 64-bit integer (below 2^53) at `at`. */
+function u64le(view: DataView, at: number): number {
+  return view.getUint32(at, true) + view.getUint32(at + 4, true) * 2 ** 32;
+}
+
+/** Reads exactly `length` bytes of `file` at `offset` into a fresh buffer. */
+async function readAt(
+  file: Deno.FsFile,
+  path: string,
+  offset: number,
+  length: number,
+): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  await file.seek(offset, Deno.SeekMode.Start);
+  let filled = 0;
+  while (filled < length) {
+    const n = await file.read(bytes.subarray(filled));
+    if (n === null) {
+      throw new Error(`Cannot read ${path}: it ended at ${offset + filled} of ${offset + length}`);
+    }
+    filled += n;
+  }
+  return bytes;
 }

@@ -363,6 +363,38 @@ Deno.test("FileStorage: reads a version-1 snapshot file (data length in the head
     const state = await loadDir(dir);
     assertEquals(state.snapshot, snapshot(20, 1));
     assertEquals(indexes(state), entries(21, 30, 1).map((e) => e.index));
+    // And it streams as the same data.
+    await using storage = await FileStorage.open(dir);
+    await storage.load();
+    const stream = await storage.latestSnapshotStream();
+    assertEquals(stream?.meta, meta);
+    const chunks = await Array.fromAsync(stream!.chunks(5));
+    assertEquals(chunks.length, Math.ceil(data.length / 5));
+    assertEquals(chunks.flatMap((c) => [...c]), [...data]);
+  });
+});
+
+Deno.test("FileStorage: a snapshot damaged on disk fails its stream before the last chunk", async () => {
+  await withDir(async (dir) => {
+    await using storage = await FileStorage.open(dir);
+    await storage.load();
+    await storage.save({ entries: entries(1, 30, 1) });
+    const data = new Uint8Array(100_000).map((_, i) => i % 251);
+    const meta = snapshot(20, 1).meta;
+    await storage.saveSnapshot({ meta, data }, 0);
+    const stream = await storage.latestSnapshotStream();
+    assertEquals(stream?.dataBytes, data.byteLength);
+    // Flip a byte in the middle of the data, after the stream was opened.
+    const path = `${dir}/snap-${(20).toString(16).padStart(16, "0")}.snap`;
+    const file = await Deno.readFile(path);
+    file[Math.floor(file.length / 2)]! ^= 0x40;
+    await Deno.writeFile(path, file);
+    let received = 0;
+    const error = await assertRejects(async () => {
+      for await (const chunk of stream!.chunks(10_000)) received += chunk.byteLength;
+    }, StorageCorruptionError);
+    assertStringIncludes(error.message, "checksum mismatch");
+    assert(received < data.byteLength, `${received} bytes came out of a damaged snapshot`);
   });
 });
 

@@ -11,7 +11,14 @@
 
 import { collectBytes } from "./bytes.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "./types.ts";
-import type { Identity, LoadedState, LogStorage, SaveRequest, SnapshotSource } from "./storage.ts";
+import type {
+  Identity,
+  LoadedState,
+  LogStorage,
+  SaveRequest,
+  SnapshotSource,
+  SnapshotStream,
+} from "./storage.ts";
 
 /**
  * A `LogStorage` held in memory.
@@ -122,6 +129,26 @@ export class MemoryStorage implements LogStorage {
       return Promise.resolve(
         this.#snapshot === undefined ? undefined : copySnapshot(this.#snapshot),
       );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** The newest snapshot as a stream of chunks (copies), or undefined. */
+  latestSnapshotStream(): Promise<SnapshotStream | undefined> {
+    try {
+      this.#checkUsable("read snapshot");
+      if (this.#snapshot === undefined) return Promise.resolve(undefined);
+      const { meta, data } = copySnapshot(this.#snapshot);
+      return Promise.resolve({
+        meta,
+        dataBytes: data.byteLength,
+        async *chunks(maxBytes: number) {
+          for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
+            yield data.slice(pos, pos + maxBytes);
+          }
+        },
+      });
     } catch (error) {
       return Promise.reject(error);
     }

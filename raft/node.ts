@@ -538,14 +538,15 @@ export class RaftNode implements KvService, AsyncDisposable {
   /** The core names the snapshot; the data comes from storage (the newest one). */
   async #sendSnapshot(m: Message): Promise<void> {
     try {
-      const snap = await this.#storage.latestSnapshot();
-      if (!snap) throw new Error("no snapshot stored");
+      // Streamed from its file: a large snapshot is never held whole here.
+      const stream = await this.#storage.latestSnapshotStream();
+      if (!stream) throw new Error("no snapshot stored");
       this.#log("sending snapshot", {
         to: m.to,
-        index: snap.meta.index,
-        bytes: snap.data.byteLength,
+        index: stream.meta.index,
+        bytes: stream.dataBytes,
       });
-      this.#transport.send([{ ...m, snapshot: snap }]);
+      this.#transport.sendSnapshot(m, stream);
     } catch (error) {
       this.#log("cannot send snapshot", { to: m.to, error: String(error) });
       this.#core.reportSnapshot(m.to, false);

@@ -21,6 +21,25 @@ export interface SnapshotSource {
   chunks: AsyncIterable<Uint8Array>;
 }
 
+/**
+ * The newest snapshot, read as it is sent: its metadata and size at once,
+ * its data in chunks later, so that sending a large state never holds it
+ * whole.
+ */
+export interface SnapshotStream {
+  meta: SnapshotMeta;
+  /** The data's length in bytes. */
+  dataBytes: number;
+  /**
+   * The data in order, in chunks of at most `maxBytes` (each a fresh
+   * buffer). Reading starts at the first `next()`. The last chunk comes only
+   * once the stored snapshot is verified whole, so a damaged one throws
+   * before it is complete. Finishing, a throw or `return()` releases the
+   * file; one that was never iterated holds nothing.
+   */
+  chunks(maxBytes: number): AsyncGenerator<Uint8Array, void, undefined>;
+}
+
 /** Who this node is; written once when the node first gets its id. */
 export interface Identity {
   nodeId: NodeId;
@@ -74,8 +93,10 @@ export interface LogStorage extends AsyncDisposable {
    * without a snapshot). The data may be given whole or as a stream of chunks.
    */
   saveSnapshot(snapshot: Snapshot | SnapshotSource, compactIndex: number): Promise<void>;
-  /** The newest snapshot (for sending to a follower), or undefined. */
+  /** The newest snapshot, or undefined. */
   latestSnapshot(): Promise<Snapshot | undefined>;
+  /** The newest snapshot as a stream (for sending to a follower), or undefined. */
+  latestSnapshotStream(): Promise<SnapshotStream | undefined>;
   /** The newest snapshot's metadata without reading its data. */
   latestSnapshotMeta(): SnapshotMeta | undefined;
   close(): Promise<void>;

@@ -187,6 +187,23 @@ export function storageConformance(
     assertEquals(summary(state.entries), summary(entries(16, 20, 1)));
   });
 
+  test("the newest snapshot streams as chunks of at most the size asked that make up its data", async (h) => {
+    await h.storage.load();
+    assertEquals(await h.storage.latestSnapshotStream(), undefined);
+    await h.storage.save({ entries: entries(1, 30, 1) });
+    await h.storage.saveSnapshot(snapshot(10, 1), 0);
+    await h.storage.saveSnapshot(snapshot(20, 2), 0);
+    const stream = await h.storage.latestSnapshotStream();
+    assertEquals(stream?.meta, snapshot(20, 2).meta);
+    assertEquals(stream?.dataBytes, snapshot(20, 2).data.byteLength);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of stream!.chunks(4)) chunks.push(chunk);
+    assert(chunks.length > 1 && chunks.every((c) => c.byteLength > 0 && c.byteLength <= 4));
+    assertEquals(concat(chunks), snapshot(20, 2).data);
+    // Taken again, from the start.
+    assertEquals(concat(await Array.fromAsync(stream!.chunks(1000))), snapshot(20, 2).data);
+  });
+
   test("a newer snapshot replaces the older one as the latest", async (h) => {
     await h.storage.load();
     await h.storage.save({ entries: entries(1, 30, 1) });
@@ -255,4 +272,14 @@ export function storageConformance(
     const restarted = await h.restart();
     assert((await restarted.load()).entries.length === 0);
   });
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }

@@ -29,6 +29,7 @@
  */
 
 import { FRAME_BYTES_MAX_DEFAULT, FrameReader, FrameTooLargeError, FrameWriter } from "./frame.ts";
+import type { SnapshotStream } from "./storage.ts";
 import type { Entry, Message, MessageType, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
 
 /** The protocol version carried in every handshake; a peer with another version is refused. */
@@ -210,6 +211,8 @@ export class TcpTransport implements AsyncDisposable {
   #listener: Deno.TcpListener | undefined;
   #acceptLoop: Promise<void> | undefined;
   #peers = new Map<NodeId, Peer>();
+  /** The data of `snap` messages queued by {@linkcode sendSnapshot}. */
+  #snapshotStreams = new WeakMap<Message, SnapshotStream>();
   /** Loops of removed or replaced peers, still finishing. */
   #stoppingLoops = new Set<Promise<void>>();
   #inbound = new Set<Deno.Conn>();
@@ -359,6 +362,17 @@ export class TcpTransport implements AsyncDisposable {
       }
       this.#enqueue(peer, msg);
     }
+  }
+
+  /**
+   * Queues a `snap` message whose snapshot is read from `stream` as it is
+   * sent (a large state is never held whole); like {@linkcode send} otherwise.
+   */
+  sendSnapshot(msg: Message, stream: SnapshotStream): void {
+    const queued: Message = { ...msg };
+    delete queued.snapshot;
+    this.#snapshotStreams.set(queued, stream);
+    this.send([queued]);
   }
 
   /**
@@ -647,7 +661,9 @@ export class TcpTransport implements AsyncDisposable {
 
   async #sendSnapshot(peer: Peer, writer: FrameWriter, msg: Message): Promise<void> {
     const { snapshot, ...rest } = msg;
-    if (snapshot === undefined) {
+    const stream = this.#snapshotStreams.get(msg) ??
+      (snapshot === undefined ? undefined : wholeSnapshotStream(snapshot));
+    if (stream === undefined) {
       this.#log("transport: dropped snap message without a snapshot", { to: peer.id });
       this.#handlers?.onSnapshotSent?.(peer.id, false);
       return;
@@ -656,20 +672,25 @@ export class TcpTransport implements AsyncDisposable {
     try {
       const acked = new Promise<void>((resolve, reject) => peer.ack = { resolve, reject });
       acked.catch(() => {}); // observed below; avoid an unhandled rejection if writes fail first
-      const data = snapshot.data;
       await writer.write([{
         frame: "snapBegin",
         message: rest,
-        meta: snapshot.meta,
-        dataBytes: data.byteLength,
+        meta: stream.meta,
+        dataBytes: stream.dataBytes,
       }]);
-      for (let pos = 0; pos < data.byteLength; pos += this.#snapshotChunkBytes) {
+      let sent = 0;
+      // Leaving the loop early (a throw) closes the stream's file.
+      for await (const data of stream.chunks(this.#snapshotChunkBytes)) {
         if (peer.stopped) throw new Error("Cannot send snapshot: the peer was removed");
         if (peer.broken !== undefined) throw peer.broken;
-        await writer.write([{
-          frame: "snapChunk",
-          data: data.subarray(pos, pos + this.#snapshotChunkBytes),
-        }]);
+        if (sent + data.byteLength > stream.dataBytes) break;
+        await writer.write([{ frame: "snapChunk", data }]);
+        sent += data.byteLength;
+      }
+      if (sent !== stream.dataBytes) {
+        throw new Error(
+          `Cannot send snapshot: its data did not match the ${stream.dataBytes} bytes announced`,
+        );
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<never>((_, reject) => {
@@ -694,8 +715,8 @@ export class TcpTransport implements AsyncDisposable {
       peer.ack = undefined;
       this.#log(ok ? "transport: sent snapshot" : "transport: failed to send snapshot", {
         to: peer.id,
-        index: snapshot.meta.index,
-        dataBytes: snapshot.data.byteLength,
+        index: stream.meta.index,
+        dataBytes: stream.dataBytes,
       });
       this.#handlers?.onSnapshotSent?.(peer.id, ok);
     }
@@ -1233,4 +1254,18 @@ function closeQuietly(resource: { close(): void }): void {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** A snapshot held in memory, as a stream of views into its data. */
+function wholeSnapshotStream(snapshot: Snapshot): SnapshotStream {
+  const { meta, data } = snapshot;
+  return {
+    meta,
+    dataBytes: data.byteLength,
+    async *chunks(maxBytes: number) {
+      for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
+        yield data.subarray(pos, pos + maxBytes);
+      }
+    },
+  };
 }

@@ -60,6 +60,7 @@ async function startNode(
     frameBytesMax?: number;
     handshakeTimeoutMs?: number;
     backoffMs?: number;
+    snapshotChunkBytes?: number;
   } = {},
 ): Promise<Node> {
   const messages = new Collector<Message>();
@@ -81,6 +82,9 @@ async function startNode(
     ...(options.backoffMs === undefined
       ? {}
       : { backoffMinMs: options.backoffMs, backoffMaxMs: options.backoffMs }),
+    ...(options.snapshotChunkBytes === undefined
+      ? {}
+      : { snapshotChunkBytes: options.snapshotChunkBytes }),
   });
   await transport.listen({
     onMessage: (msg) => messages.push(msg),
@@ -408,6 +412,56 @@ function bytesEqual(x: Uint8Array, y: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+Deno.test("TcpTransport streams a snapshot read as it is sent, and a failing stream is released and reported", async () => {
+  const a = await startNode(1, { snapshotChunkBytes: 1000 });
+  const b = await startNode(2);
+  try {
+    a.transport.setPeer(2, b.transport.addr);
+    const data = new Uint8Array(10_500).map((_, i) => i % 253);
+    const meta = { index: 70, term: 2, conf: { voters: [1, 2], learners: [], removed: [] } };
+    const asked: number[] = [];
+    let released = 0;
+    const stream = (failAt?: number) => ({
+      meta,
+      dataBytes: data.byteLength,
+      async *chunks(maxBytes: number) {
+        asked.push(maxBytes);
+        try {
+          for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
+            if (pos === failAt) throw new Error("Cannot read snapshot: damaged");
+            yield data.slice(pos, pos + maxBytes);
+          }
+        } finally {
+          released++;
+        }
+      },
+    });
+    a.transport.sendSnapshot(message({ type: "snap", from: 1, to: 2, term: 2 }), stream());
+    await b.messages.until("the snapshot", (m) => m.length === 1);
+    await a.snapshotsSent.until("the sent report", (s) => s.length === 1);
+    assertEquals(a.snapshotsSent.items, [[2, true]]);
+    assertEquals(asked, [1000]);
+    const snap = b.messages.items[0];
+    assertEquals(snap?.snapshot?.meta, meta);
+    assertEquals([...snap!.snapshot!.data], [...data]);
+    // A stream that throws midway: reported failed, its generator finished.
+    a.transport.sendSnapshot(message({ type: "snap", from: 1, to: 2, term: 2 }), stream(5000));
+    await a.snapshotsSent.until("the failure report", (s) => s.length === 2);
+    assertEquals(a.snapshotsSent.items[1], [2, false]);
+    assertEquals(released, 2);
+    // The connection was given up (the peer holds half a snapshot); what
+    // follows goes on a new one, once the backoff is over.
+    for (let i = 0; i < 100 && b.messages.items.at(-1)?.index !== 9; i++) {
+      a.transport.send([app(1, 2, 9)]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(b.messages.items.at(-1)?.index, 9);
+  } finally {
+    await a.transport.close();
+    await b.transport.close();
+  }
+});
 
 Deno.test("TcpTransport reports a snapshot to an unreachable peer as failed", async () => {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
