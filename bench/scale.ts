@@ -316,15 +316,41 @@ async function main(): Promise<number> {
     empty.opsPerS > 0 ? `${(loaded.opsPerS / empty.opsPerS).toFixed(2)}x` : "-",
   ]);
 
-  // 6. A new fourth node joins and catches up.
+  // 6. A new fourth node joins and catches up. The leader's RSS is sampled
+  // meanwhile: sending the snapshot is what it costs the leader.
+  const leaderUrl = await waitFor("a leader", () => cluster.leaderUrl(), 10_000, 200);
+  const leaderNode = cluster.nodes.find((n) => n.apiUrl === leaderUrl);
+  const rssOf = async () =>
+    leaderNode === undefined
+      ? NaN
+      : (await readMemory(leaderNode.proc.pid).catch(() => ({ rss: NaN }))).rss;
+  const rssBefore = await rssOf();
+  let rssMax = rssBefore;
+  let joining = true;
+  const sampler = (async () => {
+    for (let i = 0; i < 100_000 && joining; i++) {
+      rssMax = Math.max(rssMax, await rssOf());
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
   const fourth = await cluster.addNode();
-  const joinMs = await timeUntilRead(cluster, fourth, lastKey, lastValue, 600_000);
+  let joinMs: number;
+  try {
+    joinMs = await timeUntilRead(cluster, fourth, lastKey, lastValue, 600_000);
+  } finally {
+    joining = false;
+    await sampler;
+  }
   const mem4 = await readMemory(fourth.proc.pid).catch(() => ({ rss: NaN, hwm: NaN }));
   const snap4 = await snapText(fourth.stateDir);
   figures.push([
     `new ${fourth.name} joins`,
     `${fmtS(joinMs)} from start to its linearizable GET of the last key; ` +
     `RSS ${fmtMiB(mem4.rss)}; ${snap4}`,
+  ]);
+  figures.push([
+    `${leaderNode?.name ?? "leader"} (leader) during the join`,
+    `RSS ${fmtMiB(rssBefore)} before, ${fmtMiB(rssMax)} at most (sampled every 100 ms)`,
   ]);
 
   console.log("");
