@@ -34,9 +34,8 @@ Flags:
   --election-timeout MS       time without a leader before an election; a
                               multiple of the heartbeat interval (default: 1000)
   --snapshot-entries N        take a snapshot after N applied entries (once
-                              the log since the last one is also a quarter
-                              of its size) and compact the log (default:
-                              100000)
+                              the log since the last one is also half its
+                              size) and compact the log (default: 100000)
   -h, --help                  print this help and exit
   --version                   print the version and exit
 

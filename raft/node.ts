@@ -70,7 +70,7 @@ export interface NodeOptions {
    * last snapshot add up to this fraction of its size. A snapshot costs time
    * in proportion to the state; this keeps its cost per write the same
    * however large the state grows, and bounds what a restart replays to this
-   * fraction of a snapshot's worth of log. Default 0.25; 0 turns it off.
+   * fraction of a snapshot's worth of log. Default 0.5; 0 turns it off.
    */
   snapshotLogRatio?: number;
   /**
@@ -276,7 +276,7 @@ export class RaftNode implements KvService, AsyncDisposable {
       tickIntervalMs: init.options.tickIntervalMs ?? 100,
       snapshotEntries: init.options.snapshotEntries ?? 100_000,
       snapshotBytes: init.options.snapshotBytes ?? 256 * 1024 * 1024,
-      snapshotLogRatio: init.options.snapshotLogRatio ?? 0.25,
+      snapshotLogRatio: init.options.snapshotLogRatio ?? 0.5,
       // etcd keeps 5000 entries behind a snapshot for slow followers; never more than a snapshot's worth.
       catchUpEntries: init.options.catchUpEntries ??
         Math.min(5000, init.options.snapshotEntries ?? 100_000),
