@@ -740,7 +740,7 @@ export async function measureLoopbackRtt(
 export async function measurePipeline(
   dir: string,
   opts: { seconds: number; warmupSeconds: number; valueBytes: number; client: LoadClient },
-): Promise<{ result: LoadResult; serverCores: number } | undefined> {
+): Promise<LoadResult | undefined> {
   const script = new URL("./pipeline.ts", import.meta.url).pathname;
   const [leaderPort, ...followerPorts] = freePorts(3) as [number, number, number];
   const deno = [Deno.execPath(), "run", "-A", script];
@@ -807,7 +807,7 @@ export async function measurePipeline(
       timeoutMs: 5000,
       watchPids: procs.map((p) => p.pid),
     });
-    return { result, serverCores: result.watchedCpuS / result.elapsedS };
+    return result;
   } catch (e) {
     console.error(`pipeline floor not measured: ${e instanceof Error ? e.message : e}`);
     return undefined;
@@ -1151,12 +1151,13 @@ async function main(): Promise<number> {
     client,
   });
   if (pipeline !== undefined) {
-    const r = pipeline.result;
     console.log(
       `pipeline floor: one client's PUTs through three Deno processes doing only HTTP, TCP to ` +
         `two followers and an fdatasync on each, answered after two of three (bench/pipeline.ts): ` +
-        `p50 ${fmtMs(r.p50Ms)} ms, p99 ${fmtMs(r.p99Ms)} ms, ${Math.round(r.opsPerS)} ops/s, ` +
-        `errors ${r.errors + r.non2xx}`,
+        `p50 ${fmtMs(pipeline.p50Ms)} ms, p99 ${fmtMs(pipeline.p99Ms)} ms, ${
+          Math.round(pipeline.opsPerS)
+        } ops/s, ` +
+        `errors ${pipeline.errors + pipeline.non2xx}`,
     );
   }
 
@@ -1215,8 +1216,8 @@ async function main(): Promise<number> {
     }` +
       `, etcd ${ratio(singleEtcd)}`,
   );
-  if (pipeline !== undefined && Number.isFinite(pipeline.result.p50Ms)) {
-    const p50 = pipeline.result.p50Ms;
+  if (pipeline !== undefined && Number.isFinite(pipeline.p50Ms)) {
+    const p50 = pipeline.p50Ms;
     const vs = (r: RowResult | undefined) =>
       r && Number.isFinite(r.result.p50Ms) ? `${(r.result.p50Ms / p50).toFixed(2)}x` : "-";
     console.log(

@@ -11,13 +11,14 @@
 
 import { collectBytes } from "./bytes.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "./types.ts";
-import type {
-  Identity,
-  LoadedState,
-  LogStorage,
-  SaveRequest,
-  SnapshotSource,
-  SnapshotStream,
+import {
+  type Identity,
+  type LoadedState,
+  type LogStorage,
+  type SaveRequest,
+  type SnapshotSource,
+  type SnapshotStream,
+  snapshotStreamOf,
 } from "./storage.ts";
 
 /**
@@ -134,21 +135,13 @@ export class MemoryStorage implements LogStorage {
     }
   }
 
-  /** The newest snapshot as a stream of chunks (copies), or undefined. */
+  /** The newest snapshot (a copy) as a stream of chunks, or undefined. */
   latestSnapshotStream(): Promise<SnapshotStream | undefined> {
     try {
       this.#checkUsable("read snapshot");
-      if (this.#snapshot === undefined) return Promise.resolve(undefined);
-      const { meta, data } = copySnapshot(this.#snapshot);
-      return Promise.resolve({
-        meta,
-        dataBytes: data.byteLength,
-        async *chunks(maxBytes: number) {
-          for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
-            yield data.slice(pos, pos + maxBytes);
-          }
-        },
-      });
+      return Promise.resolve(
+        this.#snapshot === undefined ? undefined : snapshotStreamOf(copySnapshot(this.#snapshot)),
+      );
     } catch (error) {
       return Promise.reject(error);
     }

@@ -31,13 +31,27 @@ export interface SnapshotStream {
   /** The data's length in bytes. */
   dataBytes: number;
   /**
-   * The data in order, in chunks of at most `maxBytes` (each a fresh
-   * buffer). Reading starts at the first `next()`. The last chunk comes only
+   * The data in order, in chunks of at most `maxBytes` that stay valid
+   * after later chunks. Reading starts at the first `next()`. The last chunk comes only
    * once the stored snapshot is verified whole, so a damaged one throws
    * before it is complete. Finishing, a throw or `return()` releases the
    * file; one that was never iterated holds nothing.
    */
   chunks(maxBytes: number): AsyncGenerator<Uint8Array, void, undefined>;
+}
+
+/** A snapshot held in memory as a {@linkcode SnapshotStream} of views into its data. */
+export function snapshotStreamOf(snapshot: Snapshot): SnapshotStream {
+  const { meta, data } = snapshot;
+  return {
+    meta,
+    dataBytes: data.byteLength,
+    async *chunks(maxBytes: number) {
+      for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
+        yield data.subarray(pos, pos + maxBytes);
+      }
+    },
+  };
 }
 
 /** Who this node is; written once when the node first gets its id. */

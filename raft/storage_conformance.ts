@@ -10,6 +10,7 @@
  */
 
 import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { collectBytes, concatBytes } from "./bytes.ts";
 import type { LogStorage } from "./storage.ts";
 import type { Entry, HardState, Snapshot } from "./types.ts";
 
@@ -199,9 +200,9 @@ export function storageConformance(
     const chunks: Uint8Array[] = [];
     for await (const chunk of stream!.chunks(4)) chunks.push(chunk);
     assert(chunks.length > 1 && chunks.every((c) => c.byteLength > 0 && c.byteLength <= 4));
-    assertEquals(concat(chunks), snapshot(20, 2).data);
+    assertEquals(concatBytes(chunks), snapshot(20, 2).data);
     // Taken again, from the start.
-    assertEquals(concat(await Array.fromAsync(stream!.chunks(1000))), snapshot(20, 2).data);
+    assertEquals(await collectBytes(stream!.chunks(1000)), snapshot(20, 2).data);
   });
 
   test("a newer snapshot replaces the older one as the latest", async (h) => {
@@ -272,14 +273,4 @@ export function storageConformance(
     const restarted = await h.restart();
     assert((await restarted.load()).entries.length === 0);
   });
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
 }

@@ -29,7 +29,7 @@
  */
 
 import { FRAME_BYTES_MAX_DEFAULT, FrameReader, FrameTooLargeError, FrameWriter } from "./frame.ts";
-import type { SnapshotStream } from "./storage.ts";
+import { type SnapshotStream, snapshotStreamOf } from "./storage.ts";
 import type { Entry, Message, MessageType, NodeId, Snapshot, SnapshotMeta } from "./types.ts";
 
 /** The protocol version carried in every handshake; a peer with another version is refused. */
@@ -662,7 +662,7 @@ export class TcpTransport implements AsyncDisposable {
   async #sendSnapshot(peer: Peer, writer: FrameWriter, msg: Message): Promise<void> {
     const { snapshot, ...rest } = msg;
     const stream = this.#snapshotStreams.get(msg) ??
-      (snapshot === undefined ? undefined : wholeSnapshotStream(snapshot));
+      (snapshot === undefined ? undefined : snapshotStreamOf(snapshot));
     if (stream === undefined) {
       this.#log("transport: dropped snap message without a snapshot", { to: peer.id });
       this.#handlers?.onSnapshotSent?.(peer.id, false);
@@ -1254,18 +1254,4 @@ function closeQuietly(resource: { close(): void }): void {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** A snapshot held in memory, as a stream of views into its data. */
-function wholeSnapshotStream(snapshot: Snapshot): SnapshotStream {
-  const { meta, data } = snapshot;
-  return {
-    meta,
-    dataBytes: data.byteLength,
-    async *chunks(maxBytes: number) {
-      for (let pos = 0; pos < data.byteLength; pos += maxBytes) {
-        yield data.subarray(pos, pos + maxBytes);
-      }
-    },
-  };
 }
